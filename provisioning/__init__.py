@@ -1,0 +1,1 @@
+"""anoncam provisioning: installer tooling (fleet inventory, credentials, card writing)."""
