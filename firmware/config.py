@@ -84,7 +84,8 @@ class AnonymizerConfig(_Section):
     mode: Literal["mosaic", "blur", "solid"] = Field("mosaic", description="how a face is covered")
     shape: Literal["ellipse", "box"] = Field("ellipse", description="shape of the mask")
     mask_scale: float = Field(
-        1.3, ge=1.0, le=3.0, description="mask size relative to the detected box; >= 1.3 covers hair and ears"
+        1.6, ge=1.0, le=3.0,
+        description="mask size relative to the detected box; 1.6 hides the head outline too (see anonymize.py)",
     )
     hold_s: float = Field(
         0.5, ge=0.0, le=10.0,

@@ -1,0 +1,69 @@
+"""The anonymizing stage: detect, remember, cover. Fails closed.
+
+Every frame that leaves this stage is anonymized (P2). If the detector raises or times out, the
+whole frame is covered and the failure is reported on the result; a frame is never returned
+with an unanonymized face because detection went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware.anonymize import Anonymizer
+from firmware.detect.base import FaceDetector
+from firmware.frames import Detections, Frame, Image
+from firmware.hold import MaskHold
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Anonymized:
+    """One processed frame. ``detections`` are in ``image`` pixels; they stay on the device."""
+
+    frame: Frame
+    image: Image
+    detections: Detections
+    failed: bool
+    detect_ms: float
+
+
+class AnonymizingStage:
+    def __init__(self, detector: FaceDetector, anonymizer: Anonymizer, hold: MaskHold) -> None:
+        self.detector = detector
+        self.anonymizer = anonymizer
+        self.hold = hold
+        self.failures = 0
+        self._failing = False
+
+    def detect(self, frame: Frame) -> Detections:
+        """Run the detector on the detection image and map boxes to the main image."""
+        if frame.lores is None:
+            return self.detector(frame.image)
+        dets = self.detector(frame.lores)
+        sx = frame.width / frame.lores.shape[1]
+        sy = frame.height / frame.lores.shape[0]
+        return dets.scaled(sx, sy).clipped(frame.width, frame.height)
+
+    def process(self, frame: Frame) -> Anonymized:
+        start = time.perf_counter()
+        try:
+            dets = self.detect(frame)
+        except Exception as exc:  # any detector failure must fail closed, whatever its type
+            self.failures += 1
+            if not self._failing:
+                logger.error("detection failed, masking whole frames until it recovers: %s", exc)
+                self._failing = True
+            ms = (time.perf_counter() - start) * 1e3
+            return Anonymized(frame, self.anonymizer.mask_all(frame.image), Detections.empty(), True, ms)
+        ms = (time.perf_counter() - start) * 1e3
+        if self._failing:
+            logger.warning("detection recovered after %d failed frame(s)", self.failures)
+            self._failing = False
+        boxes = self.hold.update(dets.boxes, frame.t_ns)
+        image = self.anonymizer.apply(frame.image, boxes) if len(boxes) else frame.image.copy()
+        return Anonymized(frame, np.ascontiguousarray(image), dets, False, ms)

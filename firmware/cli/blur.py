@@ -1,0 +1,83 @@
+"""``anoncam blur INPUT... -o OUTPUT``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from firmware.cli import args as argtypes
+from firmware.cli.progress import ProgressLine
+
+HELP = """\
+Anonymize faces in images (JPEG, PNG) and videos (MP4, MKV, AVI, MOV).
+
+Each output keeps the input's resolution, frame count and frame rate. Metadata (EXIF, GPS,
+container tags) is never copied; audio is dropped unless --keep-audio. A face the detector
+misses for a moment stays covered (--hold), and a frame whose detection fails is masked
+entirely. Outputs are written atomically: a failed input leaves no file.
+
+examples:
+  anoncam blur shop.mp4 -o shop-anon.mp4
+  anoncam blur photos/*.jpg -o anonymized/
+  anoncam blur door.mkv -o out.mkv --mode blur --detect-size 640x360
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("blur", help="anonymize faces in image and video files", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image or video files")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file (one input) or directory (several inputs; created if missing)")
+    p.add_argument("--mode", choices=["mosaic", "blur", "solid"], default="mosaic",
+                   help="how faces are covered (default: mosaic)")
+    p.add_argument("--shape", choices=["ellipse", "box"], default="ellipse",
+                   help="mask shape (default: ellipse)")
+    p.add_argument("--threshold", type=argtypes.unit_interval, default=0.2,
+                   help="face score threshold; lower masks more (default: 0.2, recall first)")
+    p.add_argument("--mask-scale", type=argtypes.scale, default=1.6,
+                   help="mask size relative to the face box (default: 1.6)")
+    p.add_argument("--detect-size", type=argtypes.size, default=None, metavar="WxH",
+                   help="detect on a copy scaled to fit WxH: faster, misses small faces "
+                   "(default: full size)")
+    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
+                   help="keep covering a face this long after it was last detected (default: 0.5)")
+    p.add_argument("--threads", type=int, default=2, help="detector threads (default: 2)")
+    p.add_argument("--keep-audio", action="store_true", help="copy the audio track (default: dropped)")
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the fetched CenterFace)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from firmware.blur import blur_file, build_stage, plan
+    from firmware.errors import AnoncamError, UsageError
+
+    if args.hold < 0 or args.threads < 1:
+        raise UsageError("--hold must be >= 0 and --threads >= 1")
+    pairs = plan(args.inputs, args.output)
+    if len(pairs) > 1 or args.output.suffix == "":
+        args.output.mkdir(parents=True, exist_ok=True)
+    stage = build_stage(
+        model=args.model, threshold=args.threshold, detect_size=args.detect_size,
+        threads=args.threads, mode=args.mode, shape=args.shape, mask_scale=args.mask_scale,
+        hold_s=args.hold,
+    )
+    worst = 0
+    for src, dst in pairs:
+        bar = ProgressLine(src.name)
+        try:
+            result = blur_file(stage, src, dst, keep_audio=args.keep_audio, progress=bar)
+        except AnoncamError as exc:
+            bar.close()
+            print(f"anoncam: error: {exc}", file=sys.stderr)
+            if exc.hint:
+                print(f"  fix: {exc.hint}", file=sys.stderr)
+            worst = max(worst, exc.exit_code)
+            continue
+        bar.close()
+        note = f", {result.failed_frames} frame(s) fully masked" if result.failed_frames else ""
+        print(f"{src} -> {dst}: {result.frames} frame(s), {result.faces} face detection(s), "
+              f"{result.fps:.1f} fps{note}")
+    return worst
