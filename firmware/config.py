@@ -128,6 +128,10 @@ class CounterConfig(_Section):
         side = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
         if abs(side) < 1e-6:
             raise ValueError("counter.inside: the inside point must not lie on the counting line")
+        names = [z.name for z in self.zones]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"counter.zones: duplicate zone name(s) {', '.join(dupes)}")
         return self
 
 
