@@ -82,7 +82,7 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 def blur_image(stage: AnonymizingStage, src: Path, dst: Path) -> BlurResult:
     from firmware.frames import Frame
-    from firmware.sources.images import read_image, write_image
+    from firmware.sources.image_io import read_image, write_image
 
     start = time.perf_counter()
     image = read_image(src)
@@ -118,19 +118,20 @@ def blur_video(
         audio = _audio_template(src) if keep_audio else None
         try:
             w, h = source.size
-            with VideoWriter(dst, w, h, source.rate, audio_template=audio[1] if audio else None) as out:
+            with VideoWriter(dst, fps=source.rate, size=(w, h),
+                             audio_template=audio[1] if audio else None) as out:
                 for frame in source.frames():
                     result = stage.process(frame)
                     out.write(result.image)
                     faces += len(result.detections)
                     failed += int(result.failed)
                     if progress is not None:
-                        progress(out.frames, total)
+                        progress(out.frames_written, total)
                 if audio is not None:
                     for packet in audio[0].demux(audio[1]):
                         if packet.dts is not None:
                             out.write_audio_packet(packet)
-                frames = out.frames
+                frames = out.frames_written
         finally:
             if audio is not None:
                 audio[0].close()

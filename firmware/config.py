@@ -44,7 +44,10 @@ class SourceConfig(_Section):
         640, ge=32, le=4096,
         description="detection stream width (picamera2). Smaller is faster but misses small, distant faces",
     )
-    lores_height: int = Field(480, ge=32, le=4096, description="detection stream height (picamera2)")
+    lores_height: int = Field(
+        360, ge=32, le=4096,
+        description="detection stream height (picamera2); keep the main stream's aspect ratio, picamera2 does not",
+    )
     duration_s: float = Field(
         60.0, gt=0, le=31_536_000, description="length of the synthetic scene in seconds"
     )

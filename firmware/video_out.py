@@ -1,37 +1,60 @@
-"""Writing anonymized video with PyAV, atomically.
+"""Writing video with PyAV: H.264 (or MPEG-4 Part 2), atomically, nothing copied from inputs.
 
 Frames go to a hidden temporary file next to the target; only a complete, closed file is
 renamed into place, so a failed or interrupted run never leaves a half-written output (and a
-previous file of the same name survives a failed run). Nothing is copied from the input's
-container: no metadata, no chapters, no audio unless explicitly asked for.
+previous file of the same name survives a failed run). No metadata, chapters or audio are
+copied from anywhere unless an audio stream is explicitly handed over (``--keep-audio``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import av
+import numpy as np
 
 from firmware.errors import OutputError, UsageError
-from firmware.frames import Image
+from firmware.frames import Frame, Image, check_image
 
 logger = logging.getLogger(__name__)
 
-# Container -> (codec, pixel format). H.264 plays everywhere; AVI keeps MPEG-4 Part 2, which
-# every AVI player handles.
-_CODECS: dict[str, tuple[str, str]] = {
-    ".mp4": ("libx264", "yuv420p"),
-    ".m4v": ("libx264", "yuv420p"),
-    ".mov": ("libx264", "yuv420p"),
-    ".mkv": ("libx264", "yuv420p"),
-    ".avi": ("mpeg4", "yuv420p"),
-}
-VIDEO_SUFFIXES = frozenset(_CODECS)
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi"})
+# AVI players expect MPEG-4 Part 2; everything else gets H.264, which plays everywhere.
+_PREFERRED = {".avi": "mpeg4"}
+
+
+def pick_codec(preferred: str | None = None) -> str:
+    """``preferred`` if this PyAV build has it, else libx264, else mpeg4.
+
+    PyPI wheels of PyAV ship libx264; a distribution's FFmpeg may not (licensing), and every
+    FFmpeg has the native ``mpeg4`` encoder.
+    """
+    available = av.codecs_available
+    for name in (preferred, "libx264", "mpeg4"):
+        if name and name in available:
+            return name
+    raise OutputError(
+        "no usable video encoder in this PyAV build (neither libx264 nor mpeg4)",
+        hint="install PyAV from PyPI: pip install av",
+    )
+
+
+def as_rate(fps: float | Fraction) -> Fraction:
+    """A frame rate as an exact fraction; 29.97 becomes 30000/1001, 15.0 becomes 15."""
+    if isinstance(fps, Fraction):
+        return fps
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None)
+    return str(text) if text else str(exc)
 
 
 def temp_path_for(target: Path) -> Path:
@@ -39,107 +62,148 @@ def temp_path_for(target: Path) -> Path:
 
 
 class VideoWriter:
-    """Encode BGR frames to ``path`` at exactly ``rate`` frames per second.
+    """Encode BGR frames into ``path`` at exactly ``fps``, container chosen by the suffix.
 
-    Use as a context manager: on a clean exit the file is finalized and renamed into place; on
-    an exception it is deleted. ``audio_from`` (an open input container's audio stream) is
-    remuxed unchanged when given.
+    ``crf`` (libx264): 18 is visually lossless, 23 is x264's default; lower is bigger.
+    ``preset``: x264 speed/size trade-off; "veryfast" keeps spare CPU for detection.
+    Odd sizes: H.264 switches to 4:4:4 chroma so the resolution stays exact; MPEG-4 needs even
+    sides and is padded by one pixel (repeating the edge).
+    Use as a context manager: a clean exit finalizes and renames the file into place; an
+    exception deletes it. ``audio_template`` (an input audio stream) is remuxed unchanged.
     """
 
     def __init__(
         self,
-        path: Path,
-        width: int,
-        height: int,
-        rate: Fraction,
+        path: Path | str,
         *,
+        fps: float | Fraction,
+        size: tuple[int, int],
+        codec: str | None = None,
         crf: int = 20,
+        preset: str = "veryfast",
         audio_template: Any | None = None,
     ) -> None:
-        suffix = path.suffix.lower()
-        if suffix not in _CODECS:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
             raise UsageError(
-                f"{path}: unsupported video container {suffix!r}",
+                f"{self.path}: unsupported video container {suffix or '(none)'!r}",
                 hint=f"use one of {', '.join(sorted(VIDEO_SUFFIXES))}",
             )
-        self.path = path
-        self.tmp = temp_path_for(path)
-        codec, pix_fmt = _CODECS[suffix]
-        if pix_fmt == "yuv420p" and (width % 2 or height % 2):
-            # 4:2:0 needs even sides; 4:4:4 keeps the exact resolution (H.264 High 4:4:4).
-            if codec != "libx264":
-                raise UsageError(f"{path}: odd frame size {width}x{height} cannot be written as {suffix}",
-                                 hint="write .mp4 or .mkv instead")
-            pix_fmt = "yuv444p"
-        try:
-            self._container = av.open(str(self.tmp), mode="w")
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot create output ({exc.strerror})",
-                              hint="check that the directory exists and is writable") from None
-        self.rate = rate
-        self._stream = self._container.add_stream(codec, rate=rate)
-        self._stream.width = width
-        self._stream.height = height
-        self._stream.pix_fmt = pix_fmt
-        self._stream.time_base = Fraction(1, 1) / rate if rate else Fraction(1, 25)
-        if codec == "libx264":
-            self._stream.options = {"crf": str(crf), "preset": "veryfast"}
-        else:
-            self._stream.bit_rate = 8_000_000
-        self._audio = (
-            self._container.add_stream_from_template(audio_template) if audio_template else None
-        )
-        self.frames = 0
+        self.tmp = temp_path_for(self.path)
+        self.rate = as_rate(fps)
+        self.codec = pick_codec(codec or _PREFERRED.get(suffix))
+        self.size = size
+        w, h = size
+        odd = bool(w % 2 or h % 2)
+        pix_fmt = "yuv444p" if odd and self.codec == "libx264" else "yuv420p"
+        self._pad = (h % 2, w % 2) if pix_fmt == "yuv420p" else (0, 0)
+        self.frames_written = 0
+        self._last_pts = -1
+        self._time_base = Fraction(1) / self.rate
         self._closed = False
+        try:
+            self._container: Any = av.open(str(self.tmp), mode="w")
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(
+                f"{self.path}: cannot create video: {_error_text(exc)}",
+                hint="check that the folder exists and is writable",
+            ) from None
+        options: dict[str, str] = {}
+        if self.codec == "libx264":
+            options = {"crf": str(crf), "preset": preset}
+        elif self.codec == "mpeg4":
+            # The native encoder defaults to 200 kbit/s, far too blocky; pin the quantizer low.
+            options = {"qmin": "2", "qmax": "4"}
+        try:
+            stream: Any = self._container.add_stream(self.codec, rate=self.rate, options=options)
+            stream.width = w + self._pad[1]
+            stream.height = h + self._pad[0]
+            stream.pix_fmt = pix_fmt
+            stream.codec_context.time_base = self._time_base
+            self._stream: Any = stream
+            self._audio: Any = (
+                self._container.add_stream_from_template(audio_template) if audio_template else None
+            )
+        except (av.FFmpegError, ValueError) as exc:
+            self.abort()
+            raise OutputError(
+                f"{self.path}: cannot set up the {self.codec} encoder: {_error_text(exc)}",
+                hint="use a .mp4 or .mkv file name",
+            ) from None
+        logger.info("writing %s with %s (%s) at %s fps", self.path, self.codec, pix_fmt, self.rate)
 
-    def write(self, image: Image) -> None:
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = self.frames
-        frame.time_base = self._stream.time_base
-        self._encode(frame)
-        self.frames += 1
+    def write(self, image: Image | Frame, t_ns: int | None = None) -> None:
+        """Append one frame. ``t_ns`` (default: the frame's own, else index / fps) sets its time."""
+        if isinstance(image, Frame):
+            t_ns = image.t_ns if t_ns is None else t_ns
+            image = image.image
+        check_image(image)
+        w, h = self.size
+        if image.shape[1] != w or image.shape[0] != h:
+            raise OutputError(
+                f"{self.path}: frame {self.frames_written} is {image.shape[1]}x{image.shape[0]}, "
+                f"the video is {w}x{h}",
+                hint="all frames of one video must have the same size",
+            )
+        if any(self._pad):
+            image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        pts = self.frames_written
+        if t_ns is not None:
+            pts = round(Fraction(t_ns, 1_000_000_000) / self._time_base)
+        pts = max(pts, self._last_pts + 1)  # encoders reject non-increasing timestamps
+        frame.pts = self._last_pts = pts
+        frame.time_base = self._time_base
+        self._mux(self._stream.encode(frame))
+        self.frames_written += 1
 
     def write_audio_packet(self, packet: Any) -> None:
         if self._audio is None:
             return
         packet.stream = self._audio
-        self._mux(packet)
+        self._mux([packet])
 
-    def _encode(self, frame: av.VideoFrame | None) -> None:
+    def _mux(self, packets: Iterable[Any]) -> None:
         try:
-            for packet in self._stream.encode(frame):
+            for packet in packets:
                 self._container.mux(packet)
-        except OSError as exc:
-            raise OutputError(f"{self.path}: write failed ({exc.strerror})",
-                              hint="free disk space or choose another output directory") from None
-
-    def _mux(self, packet: Any) -> None:
-        try:
-            self._container.mux(packet)
-        except OSError as exc:
-            raise OutputError(f"{self.path}: write failed ({exc.strerror})",
-                              hint="free disk space or choose another output directory") from None
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(
+                f"{self.path}: writing failed after {self.frames_written} frames: "
+                f"{_error_text(exc)}",
+                hint="check free disk space and permissions",
+            ) from None
 
     def commit(self) -> None:
         """Flush the encoder, close the file and move it into place."""
         if self._closed:
             return
-        self._encode(None)
+        if self.frames_written == 0:
+            self.abort()
+            raise OutputError(f"{self.path}: no frames to write", hint="the input had no video frames")
+        self._mux(self._stream.encode(None))
         self._container.close()
         self._closed = True
-        os.replace(self.tmp, self.path)
-        logger.info("wrote %s (%d frames)", self.path, self.frames)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise OutputError(f"{self.path}: cannot move the finished video into place ({exc})",
+                              hint="check permissions of the output folder") from None
+        logger.info("wrote %s (%d frames)", self.path, self.frames_written)
 
     def abort(self) -> None:
-        if not self._closed:
+        """Discard the partial file."""
+        if not self._closed and getattr(self, "_container", None) is not None:
             try:
                 self._container.close()
-            except Exception as exc:  # closing a broken muxer may fail in many ways; the file goes anyway
+            except (av.FFmpegError, OSError) as exc:  # a broken muxer may fail to close
                 logger.debug("closing aborted output: %s", exc)
-            self._closed = True
+        self._closed = True
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -153,3 +217,20 @@ class VideoWriter:
                 raise
         else:
             self.abort()
+
+
+def write_video(
+    frames: Iterable[Frame | Image],
+    path: Path | str,
+    *,
+    fps: float | Fraction,
+    size: tuple[int, int],
+    codec: str | None = None,
+    crf: int = 20,
+    preset: str = "veryfast",
+) -> tuple[str, int]:
+    """Encode all ``frames`` into ``path``; returns ``(codec used, frames written)``."""
+    with VideoWriter(path, fps=fps, size=size, codec=codec, crf=crf, preset=preset) as writer:
+        for item in frames:
+            writer.write(item)
+    return writer.codec, writer.frames_written

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"anoncam {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
+def _setup_logging(verbose: int, quiet: bool, default: int) -> None:
+    # Commands print their own results; library INFO logs are for -v, except for long-running
+    # commands (run, demo) whose log is their output.
+    level = logging.WARNING if quiet else default if verbose == 0 else (
+        logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, getattr(args, "default_log_level", logging.WARNING))
     try:
         code: int = args.func(args)
     except AnoncamError as exc:

@@ -338,8 +338,15 @@ def test_zone_concave_polygon_many_points() -> None:
 
 def test_duplicate_zone_names_rejected() -> None:
     """Two zones with one name would silently merge their counts in FrameCounts."""
+    from firmware.config import from_dict
+
     square = [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)]
-    cfg = CounterConfig(
+    zones = [{"name": "a", "polygon": square}, {"name": "a", "polygon": square}]
+    with pytest.raises(ConfigError) as e:
+        from_dict({"counter": {"zones": zones}})
+    assert "duplicate zone name(s) a" in str(e.value)
+    # the counter refuses them too when handed an unvalidated config
+    cfg = CounterConfig.model_construct(
         zones=[ZoneConfig(name="a", polygon=square), ZoneConfig(name="a", polygon=square)]
     )
     with pytest.raises(ConfigError) as e:

@@ -1,0 +1,139 @@
+"""One anonymized frame with the counting geometry drawn on it, for aiming the camera.
+
+The only image this module ever encodes is the ``image`` of an
+:class:`~firmware.anonymizing.Anonymized` result: frames go from the source straight into the
+anonymizing stage, and :func:`render` takes nothing else. The stage fails closed, so when
+detection fails the snapshot is the fully masked frame; when the detector cannot even be built
+(model missing) no snapshot is produced at all.
+
+Warm-up: the snapshot is the last of ``frames`` frames, all run through the same stage, so the
+mask hold has history: a face the detector misses in the last frame (motion blur, a turned
+head) but saw in the frames before stays covered. More frames cost one detection each
+(~30-100 ms on a Pi) and cover longer dropouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.anonymizing import Anonymized, AnonymizingStage
+from firmware.config import Config, CounterConfig
+from firmware.errors import OutputError, SourceError, UsageError
+from firmware.jpeg import encode_jpeg
+from firmware.overlay import draw_counter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRAMES = 5
+DEFAULT_QUALITY = 90
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A rendered snapshot: the JPEG bytes and what went into them (no box of a person)."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    faces: int
+    failed: bool
+    frames: int
+
+
+def build_stage(config: Config) -> AnonymizingStage:
+    """The real detector, anonymizer and mask hold, configured exactly as the service runs them."""
+    from firmware.anonymize import Anonymizer
+    from firmware.detect.centerface import CenterFace
+    from firmware.hold import MaskHold
+
+    d, a = config.detector, config.anonymizer
+    size = (d.detect_width, d.detect_height) if d.detect_width and d.detect_height else None
+    detector = CenterFace(
+        d.model, threshold=d.threshold, detect_size=size, threads=d.threads, timeout_s=d.timeout_s
+    )
+    return AnonymizingStage(detector, Anonymizer(a.mode, a.shape, a.mask_scale), MaskHold(a.hold_s))
+
+
+def render(result: Anonymized, counter: CounterConfig, *, quality: int = DEFAULT_QUALITY) -> bytes:
+    """JPEG of an anonymized result with the counting line, entry arrow, inside point and zones."""
+    if not isinstance(result, Anonymized):  # privacy guard (P2): nothing else may be encoded here
+        raise TypeError(f"render takes an Anonymized result, got {type(result).__name__}")
+    return encode_jpeg(draw_counter(result.image, counter), quality)
+
+
+def capture(
+    config: Config,
+    *,
+    frames: int = DEFAULT_FRAMES,
+    stage: AnonymizingStage | None = None,
+    quality: int = DEFAULT_QUALITY,
+) -> Snapshot:
+    """Open ``config.source``, run ``frames`` frames through the stage, render the last one.
+
+    A source that ends early gives the last frame it had. Raises :class:`SourceError` when the
+    source yields no frame at all, and whatever opening the source or the model raises.
+    """
+    from firmware.sources import open_source
+
+    if frames < 1:
+        raise UsageError(f"frames must be at least 1, got {frames}", hint="use --frames 1 or more")
+    stage = stage if stage is not None else build_stage(config)
+    last: Anonymized | None = None
+    count = 0
+    with open_source(config.source) as source:
+        for frame in source.frames():
+            last = stage.process(frame)
+            count += 1
+            if count >= frames:
+                break
+        described = source.describe()
+    if last is None:
+        raise SourceError(
+            f"{described}: no frame arrived for the snapshot",
+            hint="check the camera or the source path; 'anoncam diagnose' tests the camera",
+        )
+    if last.failed:
+        logger.warning("detection failed on the snapshot frame; the whole frame is masked")
+    jpeg = render(last, config.counter, quality=quality)
+    return Snapshot(
+        jpeg, last.frame.width, last.frame.height, len(last.detections), last.failed, count
+    )
+
+
+def take_snapshot(config: Config, *, frames: int = DEFAULT_FRAMES) -> bytes:
+    """JPEG bytes of one anonymized frame with the counting line drawn (for the support bundle)."""
+    return capture(config, frames=frames).jpeg
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename: never a partial JPEG."""
+    if path.suffix.lower() not in JPEG_SUFFIXES:
+        raise UsageError(f"{path}: a snapshot is a JPEG file", hint="name the output FILE.jpg")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise OutputError(
+            f"{path}: cannot create the file ({exc.strerror or exc})",
+            hint="check that the directory exists and is writable",
+        ) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a snapshot is meant to be copied off and viewed
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"{path}: cannot write the snapshot ({exc.strerror or exc})",
+            hint="free disk space or choose another output path",
+        ) from None
+    logger.info("wrote snapshot %s (%d bytes)", path, len(data))
