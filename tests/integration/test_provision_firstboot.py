@@ -1,0 +1,180 @@
+"""The first-boot install steps, run for real in a scratch root on this machine.
+
+Real: bash, the venv (``--system-site-packages``), the offline ``pip install`` from a wheelhouse
+built for this machine, file placement and modes. Behind a seam, because they would change this
+machine: ``systemctl``, ``useradd``, ``hostnamectl`` and ``chown`` (the service user does not
+exist here). The seam is a PATH folder of small stand-ins that record their arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware import __version__
+from provisioning import bundle as bundle_mod
+from provisioning import inventory, layout, payload
+from provisioning.credentials import SecretStore
+from tests.unit.test_provision_support import write_fleet
+
+pytestmark = pytest.mark.integration
+SEAM = ("systemctl", "useradd", "hostnamectl", "chown")
+HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def _seam(tmp: Path) -> tuple[Path, Path]:
+    bindir, record = tmp / "seam-bin", tmp / "seam.log"
+    bindir.mkdir()
+    for name in SEAM:
+        script = bindir / name
+        script.write_text(f'#!/bin/sh\nprintf \'%s\\n\' "{name} $*" >>"{record}"\n')
+        script.chmod(0o755)
+    # The install makes its venv with 'python3': this interpreter, whose version the bundle targets.
+    (bindir / "python3").symlink_to(sys.executable)
+    return bindir, record
+
+
+def _scratch_root(tmp: Path) -> Path:
+    root = tmp / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
+    (root / "etc" / "hostname").write_text("raspberrypi\n")
+    return root
+
+
+def _run_install(script: Path, root: Path, bindir: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ROOT=str(root), PATH=f"{bindir}:{os.environ['PATH']}")
+    env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=600, cwd=root
+    )
+
+
+def _payload(tmp: Path, bundle: Path | None, **fleet: object) -> tuple[Path, str]:
+    inv = inventory.load(write_fleet(tmp / "fleet", **fleet))  # type: ignore[arg-type]
+    ref, entry = inv.device("store-042/door-1")
+    manifest = bundle_mod.check_bundle(bundle) if bundle else None
+    target = tmp / "bootfs" / layout.PAYLOAD_DIR
+    payload.build(inv, ref, entry, target, bundle=bundle, bundle_manifest=manifest)
+    password = SecretStore(inv.secrets_dir).existing_password(
+        inv.secrets_dir / "devices/store-042/door-1"
+    )
+    assert password
+    return target, password
+
+
+@pytest.fixture(scope="session")
+def native_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle for this machine's platform (pip download, cached by pip between runs)."""
+    if HERE not in bundle_mod.PI_TARGETS:
+        pytest.skip(f"bundles target CPython {', '.join(bundle_mod.PI_TARGETS)}, not {HERE}")
+    dest = tmp_path_factory.mktemp("native-bundle") / "bundle"
+    bundle_mod.build_bundle(dest, [HERE], native=True)
+    return dest
+
+
+@pytest.mark.slow
+def test_first_boot_installs_offline_and_places_everything(
+    tmp_path: Path, native_bundle: Path
+) -> None:
+    staged = tmp_path / "staged-bundle"
+    subprocess.run(["cp", "-a", str(native_bundle), str(staged)], check=True)
+    script_dir, password = _payload(tmp_path, staged, ntp=["ntp.example.com"])
+    bindir, record = _seam(tmp_path)
+    root = _scratch_root(tmp_path)
+    proc = _run_install(script_dir / "install.sh", root, bindir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    venv = root / layout.VENV_DIR.lstrip("/")
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    probe = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import firmware, numpy, sys; print(firmware.__version__, numpy.__version__, "
+            "firmware.__file__.startswith(sys.prefix))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,  # not the checkout's firmware/
+    )
+    version, numpy_version, in_venv = probe.stdout.split()
+    assert in_venv == "True" and version == __version__  # installed into the venv, from the bundle
+    assert int(numpy_version.split(".")[0]) == (1 if HERE == "3.11" else 2)  # the numpy pin held
+
+    etc = root / layout.ETC_DIR.lstrip("/")
+    config = etc / "config.toml"
+    assert _mode(config) == 0o600
+    creds = root / layout.CREDENTIALS_DIR.lstrip("/")
+    assert _mode(creds) == 0o700
+    secret = creds / layout.CREDENTIAL_NAME
+    assert _mode(secret) == 0o600 and secret.read_text().strip() == password
+    assert not (script_dir / "credentials").exists()  # the secret left the boot partition
+    assert not (script_dir / "bundle").exists() and (script_dir / "INSTALLED").is_file()
+    model = root / layout.MODELS_DIR.lstrip("/") / "centerface-opt.onnx"
+    assert (
+        bundle_mod.sha256_file(model)
+        == bundle_mod.read_manifest(native_bundle)["files"]["models/centerface-opt.onnx"]["sha256"]
+    )
+    unit = root / layout.UNIT_PATH.lstrip("/")
+    assert _mode(unit) == 0o644 and "Type=notify" in unit.read_text()
+    assert (root / "etc/hostname").read_text() == "store-042-door-1\n"
+    assert "127.0.1.1\tstore-042-door-1" in (root / "etc/hosts").read_text()
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
+    assert "NTP=ntp.example.com" in (root / "etc/systemd/timesyncd.conf.d/anoncam.conf").read_text()
+
+    calls = record.read_text().splitlines()
+    assert f"systemctl --root={root} enable anoncam.service" in calls
+    assert "hostnamectl set-hostname store-042-door-1" in calls
+    useradd = [c for c in calls if c.startswith("useradd ")]
+    assert len(useradd) == 1 and f"--prefix {root}" in useradd[0]
+    assert (
+        "--system" in useradd[0]
+        and "--groups video" in useradd[0]
+        and useradd[0].endswith(" anoncam")
+    )
+    assert f"chown anoncam:anoncam {config}" in calls
+    assert f"chown anoncam:anoncam {secret}" in calls
+    assert (root / layout.FIRSTBOOT_LOG.lstrip("/")).read_text().count("done:") == 1
+
+    # Run again by hand (as a field tech would after a fix): it succeeds and changes nothing.
+    again = _run_install(script_dir / "install.sh", root, bindir)
+    assert again.returncode == 0, again.stderr
+    assert secret.read_text().strip() == password
+
+
+def test_a_failed_install_still_moves_the_secrets(tmp_path: Path) -> None:
+    """Regression guard: the password must leave the FAT partition even when the install fails
+    later (here: no bundle, so no venv); the failure is logged with the way to retry."""
+    script_dir, password = _payload(tmp_path, None)
+    bindir, _ = _seam(tmp_path)
+    root = _scratch_root(tmp_path)
+    proc = _run_install(script_dir / "install.sh", root, bindir)
+    assert proc.returncode != 0
+    assert not (script_dir / "credentials").exists()
+    assert (root / layout.PASSWORD_PATH.lstrip("/")).read_text().strip() == password
+    log = (root / layout.FIRSTBOOT_LOG.lstrip("/")).read_text()
+    assert "FAILED" in log and "install.sh" in log
+
+
+def test_a_corrupt_payload_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    script_dir, _ = _payload(tmp_path, None)
+    cfg = script_dir / "config.toml"
+    cfg.write_text(cfg.read_text().replace("door-1", "door-9"))
+    bindir, record = _seam(tmp_path)
+    root = _scratch_root(tmp_path)
+    proc = _run_install(script_dir / "install.sh", root, bindir)
+    assert proc.returncode != 0
+    assert "config.toml: FAILED" in proc.stdout + proc.stderr
+    assert (script_dir / "credentials").is_dir()  # nothing moved
+    assert not record.exists() and (root / "etc/hostname").read_text() == "raspberrypi\n"
