@@ -17,6 +17,7 @@ import av
 
 from firmware.anonymizing import AnonymizingStage
 from firmware.errors import InputError, UsageError
+from firmware.overlap import WriteBehind, read_ahead
 from firmware.video_out import VIDEO_SUFFIXES, VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -119,14 +120,19 @@ def blur_video(
         try:
             w, h = source.size
             with VideoWriter(dst, fps=source.rate, size=(w, h),
-                             audio_template=audio[1] if audio else None) as out:
-                for frame in source.frames():
+                             audio_template=audio[1] if audio else None) as out, \
+                    WriteBehind(out.write) as encoder:
+                done = 0
+                # decode ahead and encode behind while the detector works on this frame
+                for frame in read_ahead(source.frames()):
                     result = stage.process(frame)
-                    out.write(result.image)
+                    encoder.submit(result.image)
                     faces += len(result.detections)
                     failed += int(result.failed)
+                    done += 1
                     if progress is not None:
-                        progress(out.frames_written, total)
+                        progress(done, total)
+                encoder.close()
                 if audio is not None:
                     for packet in audio[0].demux(audio[1]):
                         if packet.dts is not None:

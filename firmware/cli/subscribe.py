@@ -31,7 +31,7 @@ examples:
   anoncam subscribe --mqtt-host 127.0.0.1 --count 10 --timeout 120 --json
 """
 
-_HEADER = (
+HEADER = (
     f"{'SITE':<16} {'DEVICE':<14} {'SEQ':>8} {'START':<20} "
     f"{'IN':>4} {'OUT':>4} {'VIS':>4} {'OCC':>4}  NOTE"
 )
@@ -166,23 +166,7 @@ def run(args: argparse.Namespace) -> int:
             if r.verdict.accepted:
                 print(json.dumps(r.window, separators=(",", ":")), flush=True)
             return
-        w = r.window
-        occ = (w.get("occupancy") or {}).get("last")
-        notes = []
-        if r.verdict.kind == "dup":
-            notes.append("DUP")
-        elif r.verdict.kind == "late":
-            notes.append("LATE")
-        if r.verdict.missing:
-            notes.append(f"GAP ({r.verdict.missing} missing)")
-        if w.get("merged"):
-            notes.append(f"merged {w['merged']}")
-        print(
-            f"{w['site']:<16} {w['device']:<14} {w['seq']:>8} {w['start']:<20} {w['entries']:>4} "
-            f"{w['exits']:>4} {w['visitors']:>4} {'-' if occ is None else occ:>4}  "
-            f"{' '.join(notes)}".rstrip(),
-            flush=True,
-        )
+        print(row(r), flush=True)
 
     def on_status(site: str, device: str, body: dict[str, Any]) -> None:
         if not args.json:
@@ -215,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         if not args.json:
-            print(_HEADER, flush=True)
+            print(HEADER, flush=True)
         reached = subscriber.wait(count=args.count, timeout=args.timeout)
     except KeyboardInterrupt:
         _summary(subscriber)
@@ -236,6 +220,26 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def row(r: Any) -> str:
+    """One line of the live table for a received window, with DUP / LATE / GAP markers."""
+    w = r.window
+    occ = (w.get("occupancy") or {}).get("last")
+    notes = []
+    if r.verdict.kind == "dup":
+        notes.append("DUP")
+    elif r.verdict.kind == "late":
+        notes.append("LATE")
+    if r.verdict.missing:
+        notes.append(f"GAP ({r.verdict.missing} missing)")
+    if w.get("merged"):
+        notes.append(f"merged {w['merged']}")
+    return (
+        f"{w['site']:<16} {w['device']:<14} {w['seq']:>8} {w['start']:<20} {w['entries']:>4} "
+        f"{w['exits']:>4} {w['visitors']:>4} {'-' if occ is None else occ:>4}  "
+        f"{' '.join(notes)}"
+    ).rstrip()
 
 
 def _summary(subscriber: Any) -> None:
