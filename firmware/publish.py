@@ -610,7 +610,8 @@ class Publisher:
         except Exception:
             # A broken probe must not stop counts from flowing; report without its figures.
             logger.exception("health callback failed; publishing outbox figures only")
-            figures = {}
+            figures = {"fps": None, "detector_latency_ms": None, "dropped_frames": 0,
+                       "cpu_temp_c": None, "throttling": None, "camera": "unknown"}
         with self._lock:
             stats = self._outbox.stats()
         now = time.time()
