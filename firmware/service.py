@@ -199,7 +199,13 @@ class Service:
                 preview = PreviewServer(cfg.preview, hub, self.config_path)
                 preview.start()
                 logger.info("preview page on %s", preview.url)
-                sinks.append(hub.publish)
+                loop_stats = self.stats
+
+                def to_preview(result: Any) -> None:
+                    hub.publish(result, counts=aggregator.current() or {},
+                                health=loop_stats.as_health())
+
+                sinks.append(to_preview)
 
             clock = WallClock(source.live, self.epoch_ns)
             self._camera_state = "ok"

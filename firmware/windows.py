@@ -174,6 +174,21 @@ class WindowAggregator:
     def window_s(self) -> int:
         return self._window_s
 
+    def current(self) -> dict[str, Any] | None:
+        """The open window's running totals, for the local preview page only (never published:
+        a window still open could single out the one person who just walked in)."""
+        w = self._cur
+        if w is None:
+            return None
+        return {
+            "start": utc_iso(w.index * self._window_s),
+            "entries": w.entries,
+            "exits": w.exits,
+            "visitors": w.visitors,
+            "occupancy": None if w.occupancy is None else w.occupancy.last,
+            "frames": w.processed,
+        }
+
     def observe(self, fc: FrameCounts, wall_ns: int) -> list[int]:
         """Count one processed frame at UTC epoch ``wall_ns``. Returns the seqs of the windows this
         call closed (the open one and any empty ones after it), oldest first."""
