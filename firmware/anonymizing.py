@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from firmware.anonymize import Anonymizer
 from firmware.detect.base import FaceDetector
@@ -23,13 +24,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Anonymized:
-    """One processed frame. ``detections`` are in ``image`` pixels; they stay on the device."""
+    """One processed frame. ``detections`` (this frame's detector output) and ``masks`` (every
+    box covered: detections plus held faces) are in ``image`` pixels; they stay on the device."""
 
     frame: Frame
     image: Image
     detections: Detections
     failed: bool
     detect_ms: float
+    masks: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 class AnonymizingStage:
@@ -66,4 +69,4 @@ class AnonymizingStage:
             self._failing = False
         boxes = self.hold.update(dets.boxes, frame.t_ns)
         image = self.anonymizer.apply(frame.image, boxes) if len(boxes) else frame.image.copy()
-        return Anonymized(frame, np.ascontiguousarray(image), dets, False, ms)
+        return Anonymized(frame, np.ascontiguousarray(image), dets, False, ms, boxes)

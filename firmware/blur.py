@@ -8,6 +8,7 @@ atomically: a failed input leaves no file behind.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import av
 
 from firmware.anonymizing import AnonymizingStage
 from firmware.errors import InputError, UsageError
+from firmware.lookahead import Lookahead
 from firmware.overlap import WriteBehind, read_ahead
 from firmware.video_out import VIDEO_SUFFIXES, VideoWriter
 
@@ -93,6 +95,11 @@ def blur_image(stage: AnonymizingStage, src: Path, dst: Path) -> BlurResult:
     return BlurResult(src, dst, 1, len(result.detections), int(result.failed), time.perf_counter() - start)
 
 
+def lookahead_frames(stage: AnonymizingStage, fps: float) -> int:
+    """Frames to hold back: the mask hold's duration at the video's frame rate."""
+    return max(0, math.ceil(stage.hold.hold_s * fps)) if fps > 0 else 0
+
+
 def _audio_template(src: Path) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream] | None:
     container = av.open(str(src))
     if not container.streams.audio:
@@ -123,15 +130,20 @@ def blur_video(
                              audio_template=audio[1] if audio else None) as out, \
                     WriteBehind(out.write) as encoder:
                 done = 0
+                # hold back as many frames as the mask hold lasts, to mask faces walking in
+                lookahead = Lookahead(stage.anonymizer, lookahead_frames(stage, source.fps))
                 # decode ahead and encode behind while the detector works on this frame
                 for frame in read_ahead(source.frames()):
                     result = stage.process(frame)
-                    encoder.submit(result.image)
+                    for ready in lookahead.push(result):
+                        encoder.submit(ready.image)
                     faces += len(result.detections)
                     failed += int(result.failed)
                     done += 1
                     if progress is not None:
                         progress(done, total)
+                for ready in lookahead.flush():
+                    encoder.submit(ready.image)
                 encoder.close()
                 if audio is not None:
                     for packet in audio[0].demux(audio[1]):

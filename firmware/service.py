@@ -226,8 +226,13 @@ class Service:
                     self.on_progress(stats, outbox.stats().depth)
 
             on_frame.windows = 0  # type: ignore[attr-defined]
+            from firmware.blur import lookahead_frames
+            from firmware.lookahead import Lookahead
+
+            lookahead = Lookahead(stage.anonymizer, lookahead_frames(stage, source.fps))
             run_loop(source, stage, tracker, counter, aggregator, clock=clock,
-                     stop=self.stop_event, sinks=sinks, on_frame=on_frame, stats=self.stats)
+                     stop=self.stop_event, sinks=sinks, on_frame=on_frame, stats=self.stats,
+                     lookahead=lookahead)
             self._camera_state = "ended"
             end_wall = self.stats.last_wall_ns or clock(0)
             if not source.live and not self.stop_event.is_set():

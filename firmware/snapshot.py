@@ -15,6 +15,7 @@ head) but saw in the frames before stays covered. More frames cost one detection
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from firmware.anonymizing import Anonymized, AnonymizingStage
 from firmware.config import Config, CounterConfig
 from firmware.errors import OutputError, SourceError, UsageError
 from firmware.jpeg import encode_jpeg
+from firmware.lookahead import Lookahead
 from firmware.overlay import draw_counter
 
 logger = logging.getLogger(__name__)
@@ -86,11 +88,20 @@ def capture(
     last: Anonymized | None = None
     count = 0
     with open_source(config.source) as source:
+        # Read `delay` frames past the snapshot frame so a face walking in is masked too
+        # (firmware.lookahead); a source that ends early releases what it has.
+        delay = max(0, math.ceil(stage.hold.hold_s * source.fps))
+        lookahead = Lookahead(stage.anonymizer, delay)
         for frame in source.frames():
-            last = stage.process(frame)
+            released = lookahead.push(stage.process(frame))
             count += 1
-            if count >= frames:
+            if released:
+                last = released[-1]
+            if count >= frames + delay:
                 break
+        if last is None:
+            flushed = lookahead.flush()
+            last = flushed[min(frames, len(flushed)) - 1] if flushed else None
         described = source.describe()
     if last is None:
         raise SourceError(
