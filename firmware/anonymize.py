@@ -68,7 +68,8 @@ def _box_blur_axis(a: NDArray[np.float32], k: int, axis: int) -> NDArray[np.floa
     n = a.shape[axis]
     hi = np.take(c, np.arange(k, k + n), axis=axis)
     lo = np.take(c, np.arange(0, n), axis=axis)
-    return (hi - lo) / k  # type: ignore[no-any-return]
+    out: NDArray[np.float32] = ((hi - lo) / k).astype(np.float32)
+    return out
 
 
 def blur(region: Image, kernel: int) -> Image:
@@ -77,7 +78,8 @@ def blur(region: Image, kernel: int) -> Image:
     a = region.astype(np.float32)
     for _ in range(3):
         a = _box_blur_axis(_box_blur_axis(a, k, 0), k, 1)
-    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+    out: Image = np.clip(a + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _ellipse_mask(h: int, w: int) -> NDArray[np.bool_]:

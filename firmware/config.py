@@ -193,15 +193,15 @@ class Config(_Section):
     device: Identifier = Field("demo-cam", description="device id, unique within the site")
     state_dir: Path = Field(Path("/var/lib/anoncam"), description="where the outbox database lives")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    source: SourceConfig = Field(default_factory=SourceConfig)  # type: ignore[arg-type]
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)  # type: ignore[arg-type]
-    anonymizer: AnonymizerConfig = Field(default_factory=AnonymizerConfig)  # type: ignore[arg-type]
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)  # type: ignore[arg-type]
-    counter: CounterConfig = Field(default_factory=CounterConfig)  # type: ignore[arg-type]
-    windows: WindowConfig = Field(default_factory=WindowConfig)  # type: ignore[arg-type]
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)  # type: ignore[arg-type]
-    preview: PreviewConfig = Field(default_factory=PreviewConfig)  # type: ignore[arg-type]
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    anonymizer: AnonymizerConfig = Field(default_factory=AnonymizerConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    counter: CounterConfig = Field(default_factory=CounterConfig)
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    preview: PreviewConfig = Field(default_factory=PreviewConfig)
 
     @field_validator("state_dir")
     @classmethod

@@ -91,8 +91,8 @@ def run_demo(
         if on_window is not None:
             on_window(r)
 
-    subscriber = Subscriber(MqttConfig(host=host, port=port, protocol=protocol),  # type: ignore[arg-type]
-                            on_window=got)
+    mqtt = MqttConfig.model_validate({"host": host, "port": port, "protocol": protocol})
+    subscriber = Subscriber(mqtt, on_window=got)
     video = out_dir / "anonymized.mp4"
     writer = VideoWriter(video, fps=fps, size=(width, height))
     try:

@@ -38,7 +38,8 @@ def _uncovered(dets: NDArray[np.float32], masks: NDArray[np.float32]) -> NDArray
         & (cy[:, None] >= masks[None, :, 1]) & (cy[:, None] <= masks[None, :, 3])
     ).any(axis=1)
     overlap = iou_matrix(dets, masks).max(axis=1) > 0.1
-    return dets[~inside & ~overlap]
+    kept: NDArray[np.float32] = dets[~inside & ~overlap]
+    return kept
 
 
 def _grown(boxes: NDArray[np.float32], factor: float) -> NDArray[np.float32]:

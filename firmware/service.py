@@ -50,7 +50,7 @@ class _SwappableCounter:
         self.inner = inner
 
     def update(self, u: Any, t_ns: int) -> Any:
-        return self.inner.update(u, t_ns)  # type: ignore[no-any-return]
+        return self.inner.update(u, t_ns)
 
 
 class Service:
@@ -211,11 +211,13 @@ class Service:
             self._camera_state = "ok"
             notifier.ready(f"counting on {source.describe()}")
 
+            running = publisher
+
             def on_frame(stats: LoopStats) -> None:
                 notifier.watchdog()
                 if stats.windows_closed != on_frame.windows:  # type: ignore[attr-defined]
                     on_frame.windows = stats.windows_closed  # type: ignore[attr-defined]
-                    publisher.wake()
+                    running.wake()
                 with self._counter_lock:
                     pending, self._pending_counter = self._pending_counter, None
                 if pending is not None:

@@ -17,7 +17,7 @@ def resize_bgr_to_rgb(image: Image, width: int, height: int) -> Image:
     """Return ``image`` (BGR) resized to ``width`` x ``height`` as RGB uint8."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
     out = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
-    result: Image = out.to_ndarray()
+    result: Image = np.asarray(out.to_ndarray(), dtype=np.uint8)
     return result
 
 
@@ -25,5 +25,5 @@ def resize_bgr(image: Image, width: int, height: int) -> Image:
     """Return ``image`` (BGR) resized to ``width`` x ``height``, still BGR."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
     out = frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA")
-    result: Image = out.to_ndarray()
+    result: Image = np.asarray(out.to_ndarray(), dtype=np.uint8)
     return result
