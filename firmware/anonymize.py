@@ -35,7 +35,9 @@ def _grow(boxes: NDArray[np.float32], scale: float, width: int, height: int) -> 
     cy = (b[:, 1] + b[:, 3]) / 2
     hw = (b[:, 2] - b[:, 0]) * scale / 2
     hh = (b[:, 3] - b[:, 1]) * scale / 2
-    out = np.stack([np.floor(cx - hw), np.floor(cy - hh), np.ceil(cx + hw), np.ceil(cy + hh)], axis=1)
+    out = np.stack(
+        [np.floor(cx - hw), np.floor(cy - hh), np.ceil(cx + hw), np.ceil(cy + hh)], axis=1
+    )
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width)
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height)
     return out.astype(np.int32)

@@ -62,7 +62,9 @@ class AnonymizingStage:
                 logger.error("detection failed, masking whole frames until it recovers: %s", exc)
                 self._failing = True
             ms = (time.perf_counter() - start) * 1e3
-            return Anonymized(frame, self.anonymizer.mask_all(frame.image), Detections.empty(), True, ms)
+            return Anonymized(
+                frame, self.anonymizer.mask_all(frame.image), Detections.empty(), True, ms
+            )
         ms = (time.perf_counter() - start) * 1e3
         if self._failing:
             logger.warning("detection recovered after %d failed frame(s)", self.failures)

@@ -67,19 +67,27 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     to_dir = len(inputs) > 1 or output.is_dir() or output.suffix == ""
     if not to_dir:
         if kind_of(output) != kind_of(inputs[0]):
-            raise UsageError(f"{output}: output type does not match input {inputs[0]}",
-                             hint="give a video output for a video input and an image for an image")
+            raise UsageError(
+                f"{output}: output type does not match input {inputs[0]}",
+                hint="give a video output for a video input and an image for an image",
+            )
         if output.resolve() == inputs[0].resolve():
-            raise UsageError(f"{output}: output would overwrite the input", hint="choose another output path")
+            raise UsageError(
+                f"{output}: output would overwrite the input", hint="choose another output path"
+            )
         return [(inputs[0], output)]
     pairs = [(p, output / p.name) for p in inputs]
     names = [o.name for _, o in pairs]
     if len(set(names)) != len(names):
-        raise UsageError("two inputs have the same file name and would write the same output",
-                         hint="blur them in separate runs or rename one")
+        raise UsageError(
+            "two inputs have the same file name and would write the same output",
+            hint="blur them in separate runs or rename one",
+        )
     for src, dst in pairs:
         if dst.resolve() == src.resolve():
-            raise UsageError(f"{dst}: output would overwrite the input", hint="choose another output directory")
+            raise UsageError(
+                f"{dst}: output would overwrite the input", hint="choose another output directory"
+            )
     return pairs
 
 
@@ -92,7 +100,9 @@ def blur_image(stage: AnonymizingStage, src: Path, dst: Path) -> BlurResult:
     stage.hold.reset()  # unrelated images must not share remembered faces
     result = stage.process(Frame(image=image, t_ns=0, index=0))
     write_image(dst, result.image)
-    return BlurResult(src, dst, 1, len(result.detections), int(result.failed), time.perf_counter() - start)
+    return BlurResult(
+        src, dst, 1, len(result.detections), int(result.failed), time.perf_counter() - start
+    )
 
 
 def lookahead_frames(stage: AnonymizingStage, fps: float) -> int:
@@ -100,7 +110,9 @@ def lookahead_frames(stage: AnonymizingStage, fps: float) -> int:
     return max(0, math.ceil(stage.hold.hold_s * fps)) if fps > 0 else 0
 
 
-def _audio_template(src: Path) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream] | None:
+def _audio_template(
+    src: Path,
+) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream] | None:
     container = av.open(str(src))
     if not container.streams.audio:
         container.close()
@@ -126,20 +138,21 @@ def blur_video(
         audio = _audio_template(src) if keep_audio else None
         try:
             w, h = source.size
-            with VideoWriter(dst, fps=source.rate, size=(w, h),
-                             audio_template=audio[1] if audio else None) as out, \
-                    WriteBehind(out.write) as encoder:
-                done = 0
+            with (
+                VideoWriter(
+                    dst, fps=source.rate, size=(w, h), audio_template=audio[1] if audio else None
+                ) as out,
+                WriteBehind(out.write) as encoder,
+            ):
                 # hold back as many frames as the mask hold lasts, to mask faces walking in
                 lookahead = Lookahead(stage.anonymizer, lookahead_frames(stage, source.fps))
                 # decode ahead and encode behind while the detector works on this frame
-                for frame in read_ahead(source.frames()):
+                for done, frame in enumerate(read_ahead(source.frames()), start=1):
                     result = stage.process(frame)
                     for ready in lookahead.push(result):
                         encoder.submit(ready.image)
                     faces += len(result.detections)
                     failed += int(result.failed)
-                    done += 1
                     if progress is not None:
                         progress(done, total)
                 for ready in lookahead.flush():
@@ -154,12 +167,18 @@ def blur_video(
             if audio is not None:
                 audio[0].close()
     if failed:
-        logger.warning("%s: detection failed on %d frame(s); those frames were masked entirely", src, failed)
+        logger.warning(
+            "%s: detection failed on %d frame(s); those frames were masked entirely", src, failed
+        )
     return BlurResult(src, dst, frames, faces, failed, time.perf_counter() - start)
 
 
 def blur_file(
-    stage: AnonymizingStage, src: Path, dst: Path, *, keep_audio: bool = False,
+    stage: AnonymizingStage,
+    src: Path,
+    dst: Path,
+    *,
+    keep_audio: bool = False,
     progress: Progress | None = None,
 ) -> BlurResult:
     if kind_of(src) == "image":

@@ -34,19 +34,32 @@ class _Section(BaseModel):
 
 class SourceConfig(_Section):
     kind: Literal["picamera2", "file", "synthetic"] = Field(
-        "synthetic", description="where frames come from: the Pi camera, a video/image folder, or a demo scene"
+        "synthetic",
+        description="where frames come from: the Pi camera, a video/image folder, or a demo scene",
     )
     path: Path | None = Field(None, description="video file or image folder when kind = 'file'")
-    width: int = Field(1280, ge=64, le=4096, description="main stream width in pixels (picamera2, synthetic)")
-    height: int = Field(720, ge=64, le=4096, description="main stream height in pixels (picamera2, synthetic)")
-    fps: float = Field(15.0, gt=0, le=120, description="frame rate asked of the camera / synthetic scene")
+    width: int = Field(
+        1280, ge=64, le=4096, description="main stream width in pixels (picamera2, synthetic)"
+    )
+    height: int = Field(
+        720, ge=64, le=4096, description="main stream height in pixels (picamera2, synthetic)"
+    )
+    fps: float = Field(
+        15.0, gt=0, le=120, description="frame rate asked of the camera / synthetic scene"
+    )
     lores_width: int = Field(
-        640, ge=32, le=4096,
-        description="detection stream width (picamera2). Smaller is faster but misses small, distant faces",
+        640,
+        ge=32,
+        le=4096,
+        description="detection stream width (picamera2). Smaller is faster but misses small, "
+        "distant faces",
     )
     lores_height: int = Field(
-        360, ge=32, le=4096,
-        description="detection stream height (picamera2); keep the main stream's aspect ratio, picamera2 does not",
+        360,
+        ge=32,
+        le=4096,
+        description="detection stream height (picamera2); keep the main stream's aspect ratio, "
+        "picamera2 does not",
     )
     duration_s: float = Field(
         60.0, gt=0, le=31_536_000, description="length of the synthetic scene in seconds"
@@ -55,31 +68,47 @@ class SourceConfig(_Section):
     @model_validator(mode="after")
     def _path_for_file(self) -> SourceConfig:
         if self.kind == "file" and self.path is None:
-            raise ValueError("source.kind = 'file' needs source.path (a video file or image folder)")
+            raise ValueError(
+                "source.kind = 'file' needs source.path (a video file or image folder)"
+            )
         return self
 
 
 class DetectorConfig(_Section):
     model: Path | None = Field(
-        None, description="ONNX model path; default: the verified CenterFace from 'anoncam models fetch'"
+        None,
+        description="ONNX model path; default: the verified CenterFace from 'anoncam models fetch'",
     )
     threshold: float = Field(
-        0.2, gt=0.0, lt=1.0,
-        description="face score threshold. Low (0.2) favours recall: a false mask costs little, a missed face leaks",
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="face score threshold. Low (0.2) favours recall: a false mask costs little, "
+        "a missed face leaks",
     )
     detect_width: int | None = Field(
-        None, ge=32, le=4096, description="run detection on a copy downscaled to this width (None: full size)"
+        None,
+        ge=32,
+        le=4096,
+        description="run detection on a copy downscaled to this width (None: full size)",
     )
-    detect_height: int | None = Field(None, ge=32, le=4096, description="height of the detection copy")
+    detect_height: int | None = Field(
+        None, ge=32, le=4096, description="height of the detection copy"
+    )
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
     timeout_s: float = Field(
-        2.0, gt=0, le=60, description="a detection slower than this fails closed (frame fully masked)"
+        2.0,
+        gt=0,
+        le=60,
+        description="a detection slower than this fails closed (frame fully masked)",
     )
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DetectorConfig:
         if (self.detect_width is None) != (self.detect_height is None):
-            raise ValueError("set both detector.detect_width and detector.detect_height, or neither")
+            raise ValueError(
+                "set both detector.detect_width and detector.detect_height, or neither"
+            )
         return self
 
 
@@ -87,19 +116,31 @@ class AnonymizerConfig(_Section):
     mode: Literal["mosaic", "blur", "solid"] = Field("mosaic", description="how a face is covered")
     shape: Literal["ellipse", "box"] = Field("ellipse", description="shape of the mask")
     mask_scale: float = Field(
-        1.6, ge=1.0, le=3.0,
-        description="mask size relative to the detected box; 1.6 hides the head outline too (see anonymize.py)",
+        1.6,
+        ge=1.0,
+        le=3.0,
+        description="mask size relative to the detected box; 1.6 hides the head outline too "
+        "(see anonymize.py)",
     )
     hold_s: float = Field(
-        0.5, ge=0.0, le=10.0,
-        description="keep covering a face this long after the detector last saw it (temporal safety)",
+        0.5,
+        ge=0.0,
+        le=10.0,
+        description="keep covering a face this long after the detector last saw it "
+        "(temporal safety)",
     )
 
 
 class TrackerConfig(_Section):
-    min_hits: int = Field(3, ge=1, le=100, description="detections before a track is confirmed and counted")
-    max_age_s: float = Field(1.0, gt=0, le=60, description="a track unseen this long ends and is forgotten")
-    iou_threshold: float = Field(0.2, gt=0, lt=1, description="minimum overlap to associate a detection with a track")
+    min_hits: int = Field(
+        3, ge=1, le=100, description="detections before a track is confirmed and counted"
+    )
+    max_age_s: float = Field(
+        1.0, gt=0, le=60, description="a track unseen this long ends and is forgotten"
+    )
+    iou_threshold: float = Field(
+        0.2, gt=0, lt=1, description="minimum overlap to associate a detection with a track"
+    )
 
 
 class ZoneConfig(_Section):
@@ -114,11 +155,15 @@ class CounterConfig(_Section):
         (0.0, 0.5, 1.0, 0.5), description="counting line x1, y1, x2, y2 in normalized coordinates"
     )
     inside: tuple[Unit, Unit] = Field(
-        (0.5, 1.0), description="a point on the store side of the line; crossing towards it is an entry"
+        (0.5, 1.0),
+        description="a point on the store side of the line; crossing towards it is an entry",
     )
     hysteresis: float = Field(
-        0.02, ge=0.0, le=0.5,
-        description="normalized distance a track must pass beyond the line to count; stops wobble double counts",
+        0.02,
+        ge=0.0,
+        le=0.5,
+        description="normalized distance a track must pass beyond the line to count; stops "
+        "wobble double counts",
     )
     zones: list[ZoneConfig] = Field(default_factory=list, description="optional occupancy zones")
 
@@ -139,51 +184,72 @@ class CounterConfig(_Section):
 
 
 class WindowConfig(_Section):
-    seconds: int = Field(60, ge=1, le=86_400, description="length of a counts window, aligned on wall-clock time")
+    seconds: int = Field(
+        60, ge=1, le=86_400, description="length of a counts window, aligned on wall-clock time"
+    )
     suppress_below: int = Field(
-        0, ge=0, le=100,
-        description="report counts below this as 0 so a window cannot single out one person (0: off)",
+        0,
+        ge=0,
+        le=100,
+        description="report counts below this as 0 so a window cannot single out one person "
+        "(0: off)",
     )
 
 
 class TlsConfig(_Section):
-    ca_file: Path | None = Field(None, description="CA certificate that signed the broker's certificate")
+    ca_file: Path | None = Field(
+        None, description="CA certificate that signed the broker's certificate"
+    )
     cert_file: Path | None = Field(None, description="client certificate (optional)")
     key_file: Path | None = Field(None, description="client private key (optional)")
     verify_hostname: bool = Field(True, description="check the broker's certificate name; keep on")
 
 
 class HomeAssistantConfig(_Section):
-    enabled: bool = Field(False, description="publish Home Assistant MQTT discovery for the count sensors")
+    enabled: bool = Field(
+        False, description="publish Home Assistant MQTT discovery for the count sensors"
+    )
     prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
 
 
 class MqttConfig(_Section):
     host: str = Field("localhost", min_length=1, description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
-    prefix: str = Field("anoncam", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", description="topic prefix")
+    prefix: str = Field(
+        "anoncam", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", description="topic prefix"
+    )
     username: str | None = Field(None, description="MQTT user name")
     password_file: Path | None = Field(
         None, description="file holding the MQTT password (or a systemd credential path)"
     )
     tls: TlsConfig | None = Field(None, description="TLS settings; absent means plain TCP")
-    protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="MQTT version; auto tries 5 then 3.1.1")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version; auto tries 5 then 3.1.1"
+    )
     keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive")
-    health_interval_s: float = Field(60.0, ge=1, le=3600, description="seconds between health messages")
+    health_interval_s: float = Field(
+        60.0, ge=1, le=3600, description="seconds between health messages"
+    )
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
 
 class OutboxConfig(_Section):
     max_rows: int = Field(
-        100_000, ge=10, le=10_000_000,
+        100_000,
+        ge=10,
+        le=10_000_000,
         description="cap on unsent windows; beyond it the oldest are merged, never dropped",
     )
-    min_free_mb: int = Field(50, ge=1, le=100_000, description="merge oldest windows when free disk falls below this")
+    min_free_mb: int = Field(
+        50, ge=1, le=100_000, description="merge oldest windows when free disk falls below this"
+    )
 
 
 class PreviewConfig(_Section):
     enabled: bool = Field(False, description="serve the anonymized preview page")
-    bind: str = Field("127.0.0.1", description="address to listen on; beyond loopback a token is required")
+    bind: str = Field(
+        "127.0.0.1", description="address to listen on; beyond loopback a token is required"
+    )
     port: int = Field(8080, ge=1, le=65535)
     token_file: Path | None = Field(None, description="file holding the access token")
 
@@ -238,13 +304,19 @@ def load(path: Path | str) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found", hint="pass an existing file with --config") from None
+        raise ConfigError(
+            f"{p}: config file not found", hint="pass an existing file with --config"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc}", hint="check the file's permissions and encoding") from None
+        raise ConfigError(
+            f"{p}: cannot read config: {exc}", hint="check the file's permissions and encoding"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}", hint="fix the TOML syntax at the given line") from None
+        raise ConfigError(
+            f"{p}: not valid TOML: {exc}", hint="fix the TOML syntax at the given line"
+        ) from None
     return from_dict(data, origin=str(p))
 
 

@@ -35,19 +35,37 @@ class DemoResult:
     seconds: float
 
 
-def demo_config(out_dir: Path, *, host: str, port: int, protocol: str, duration_s: float,
-                width: int, height: int, fps: float, window_s: int) -> Config:
-    return from_dict({
-        "site": "demo-store",
-        "device": "door-1",
-        "state_dir": str(out_dir / "state"),
-        "source": {"kind": "synthetic", "width": width, "height": height, "fps": fps,
-                   "duration_s": duration_s},
-        # the Pi detects on a 640x360 second stream; do the same here
-        "detector": {"detect_width": 640, "detect_height": 360},
-        "windows": {"seconds": window_s},
-        "mqtt": {"host": host, "port": port, "protocol": protocol},
-    }, origin="demo settings")
+def demo_config(
+    out_dir: Path,
+    *,
+    host: str,
+    port: int,
+    protocol: str,
+    duration_s: float,
+    width: int,
+    height: int,
+    fps: float,
+    window_s: int,
+) -> Config:
+    return from_dict(
+        {
+            "site": "demo-store",
+            "device": "door-1",
+            "state_dir": str(out_dir / "state"),
+            "source": {
+                "kind": "synthetic",
+                "width": width,
+                "height": height,
+                "fps": fps,
+                "duration_s": duration_s,
+            },
+            # the Pi detects on a 640x360 second stream; do the same here
+            "detector": {"detect_width": 640, "detect_height": 360},
+            "windows": {"seconds": window_s},
+            "mqtt": {"host": host, "port": port, "protocol": protocol},
+        },
+        origin="demo settings",
+    )
 
 
 def run_demo(
@@ -75,12 +93,25 @@ def run_demo(
     own_broker: DemoBroker | None = None
     if mqtt_host is None:
         own_broker = DemoBroker(out_dir / "broker", prefer=broker).start()
-        host, port, protocol, broker_name = (own_broker.host, own_broker.port, own_broker.protocol,
-                                             f"{own_broker.kind} on {own_broker.host}:{own_broker.port}")
+        host, port, protocol, broker_name = (
+            own_broker.host,
+            own_broker.port,
+            own_broker.protocol,
+            f"{own_broker.kind} on {own_broker.host}:{own_broker.port}",
+        )
     else:
         host, port, protocol, broker_name = mqtt_host, mqtt_port, "auto", f"{mqtt_host}:{mqtt_port}"
-    config = demo_config(out_dir, host=host, port=port, protocol=protocol, duration_s=duration_s,
-                         width=width, height=height, fps=fps, window_s=window_s)
+    config = demo_config(
+        out_dir,
+        host=host,
+        port=port,
+        protocol=protocol,
+        duration_s=duration_s,
+        width=width,
+        height=height,
+        fps=fps,
+        window_s=window_s,
+    )
     truth = SyntheticScene(width, height, fps, duration_s)  # the same deterministic scene
     total = truth.frame_count
     received: list[dict[str, Any]] = []
@@ -101,7 +132,9 @@ def run_demo(
             config,
             drain_timeout_s=30.0,
             extra_sinks=(lambda result: writer.write(result.image),),
-            on_progress=(lambda stats, _depth: on_progress(stats.frames, total)) if on_progress else None,
+            on_progress=(lambda stats, _depth: on_progress(stats.frames, total))
+            if on_progress
+            else None,
         )
         result = service.run()
         writer.commit()
@@ -116,9 +149,14 @@ def run_demo(
     entries = sum(int(w["entries"]) for w in received)
     exits = sum(int(w["exits"]) for w in received)
     return DemoResult(
-        video=video, frames=result.frames, windows_published=result.windows,
-        windows_received=len(received), entries=entries, exits=exits,
+        video=video,
+        frames=result.frames,
+        windows_published=result.windows,
+        windows_received=len(received),
+        entries=entries,
+        exits=exits,
         true_entries=sum(1 for c in truth.crossings if c.direction == "entry"),
         true_exits=sum(1 for c in truth.crossings if c.direction == "exit"),
-        broker=broker_name, seconds=time.monotonic() - started,
+        broker=broker_name,
+        seconds=time.monotonic() - started,
     )

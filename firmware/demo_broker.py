@@ -71,8 +71,10 @@ class DemoBroker:
         elif self.prefer in ("auto", "embedded"):
             self._start_embedded()
         else:
-            raise BrokerError("mosquitto is not installed",
-                              hint="apt-get install mosquitto, or use the embedded broker")
+            raise BrokerError(
+                "mosquitto is not installed",
+                hint="apt-get install mosquitto, or use the embedded broker",
+            )
         return self
 
     def _start_mosquitto(self, binary: str) -> None:
@@ -80,15 +82,23 @@ class DemoBroker:
         conf = self.workdir / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
         if os.geteuid() == 0:
-            lines.append("user root")  # stay root: mosquitto would switch to a user that cannot read conf
+            lines.append(
+                "user root"
+            )  # stay root: mosquitto would switch to a user that cannot read conf
         conf.write_text("\n".join(lines) + "\n")
         log = (self.workdir / "mosquitto.log").open("wb")
-        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
-        if not _wait_listening(self.port, 10.0, lambda: self._proc is not None and self._proc.poll() is None):
+        if not _wait_listening(
+            self.port, 10.0, lambda: self._proc is not None and self._proc.poll() is None
+        ):
             self.stop()
-            raise BrokerError(f"mosquitto did not start: see {self.workdir / 'mosquitto.log'}",
-                              hint="run 'mosquitto -v' to see why, or pass --mqtt-host")
+            raise BrokerError(
+                f"mosquitto did not start: see {self.workdir / 'mosquitto.log'}",
+                hint="run 'mosquitto -v' to see why, or pass --mqtt-host",
+            )
         self.kind = "mosquitto"
         logger.info("demo broker: mosquitto on %s:%d", self.host, self.port)
 
@@ -97,12 +107,16 @@ class DemoBroker:
             from amqtt.broker import Broker
         except ImportError:
             raise BrokerError(
-                "no MQTT broker: mosquitto is not installed and the embedded broker (amqtt) is missing",
-                hint="apt-get install mosquitto, or pip install 'anoncam[demo]', or pass --mqtt-host",
+                "no MQTT broker: mosquitto is not installed and the embedded broker (amqtt) "
+                "is missing",
+                hint="apt-get install mosquitto, or pip install 'anoncam[demo]', "
+                "or pass --mqtt-host",
             ) from None
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         loop = asyncio.new_event_loop()
         broker = Broker(config, loop=loop)

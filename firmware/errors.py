@@ -6,9 +6,9 @@ the exit code the CLI returns for it (0 ok, 1 runtime failure, 2 bad config, usa
     AnoncamError                      exit 1, base of everything we raise on purpose
     ├── UsageError                    exit 2, bad command-line arguments
     ├── ConfigError                   exit 2, invalid config; lists every problem with its path
-    ├── InputError                    exit 2, an input file we cannot read (corrupt, truncated, wrong type)
-    ├── ModelError                    exit 2, model missing, wrong hash, not ONNX, wrong signature
-    ├── SourceError                   exit 1, a frame source failed at run time (camera missing, read error)
+    ├── InputError                    exit 2, unreadable input (corrupt, truncated, wrong type)
+    ├── ModelError                    exit 2, model missing, wrong hash, not ONNX, wrong names
+    ├── SourceError                   exit 1, a frame source failed (camera missing, read error)
     ├── DetectorError                 exit 1, inference failed at run time
     ├── OutputError                   exit 1, we could not write an output (disk full, permissions)
     ├── StorageError                  exit 1, the outbox database failed

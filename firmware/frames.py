@@ -90,7 +90,9 @@ class Detections:
 
     @classmethod
     def from_boxes(
-        cls, boxes: NDArray[np.floating] | list[list[float]], scores: NDArray[np.floating] | None = None
+        cls,
+        boxes: NDArray[np.floating] | list[list[float]],
+        scores: NDArray[np.floating] | None = None,
     ) -> Detections:
         b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         s = np.ones(len(b), np.float32) if scores is None else np.asarray(scores, np.float32)

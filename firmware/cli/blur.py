@@ -26,27 +26,65 @@ examples:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("blur", help="anonymize faces in image and video files", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "blur",
+        help="anonymize faces in image and video files",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image or video files")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output file (one input) or directory (several inputs; created if missing)")
-    p.add_argument("--mode", choices=["mosaic", "blur", "solid"], default="mosaic",
-                   help="how faces are covered (default: mosaic)")
-    p.add_argument("--shape", choices=["ellipse", "box"], default="ellipse",
-                   help="mask shape (default: ellipse)")
-    p.add_argument("--threshold", type=argtypes.unit_interval, default=0.2,
-                   help="face score threshold; lower masks more (default: 0.2, recall first)")
-    p.add_argument("--mask-scale", type=argtypes.scale, default=1.6,
-                   help="mask size relative to the face box (default: 1.6)")
-    p.add_argument("--detect-size", type=argtypes.size, default=None, metavar="WxH",
-                   help="detect on a copy scaled to fit WxH: faster, misses small faces "
-                   "(default: full size)")
-    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
-                   help="keep covering a face this long after it was last detected (default: 0.5)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output file (one input) or directory (several inputs; created if missing)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["mosaic", "blur", "solid"],
+        default="mosaic",
+        help="how faces are covered (default: mosaic)",
+    )
+    p.add_argument(
+        "--shape",
+        choices=["ellipse", "box"],
+        default="ellipse",
+        help="mask shape (default: ellipse)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=argtypes.unit_interval,
+        default=0.2,
+        help="face score threshold; lower masks more (default: 0.2, recall first)",
+    )
+    p.add_argument(
+        "--mask-scale",
+        type=argtypes.scale,
+        default=1.6,
+        help="mask size relative to the face box (default: 1.6)",
+    )
+    p.add_argument(
+        "--detect-size",
+        type=argtypes.size,
+        default=None,
+        metavar="WxH",
+        help="detect on a copy scaled to fit WxH: faster, misses small faces (default: full size)",
+    )
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="keep covering a face this long after it was last detected (default: 0.5)",
+    )
     p.add_argument("--threads", type=int, default=2, help="detector threads (default: 2)")
-    p.add_argument("--keep-audio", action="store_true", help="copy the audio track (default: dropped)")
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the fetched CenterFace)")
+    p.add_argument(
+        "--keep-audio", action="store_true", help="copy the audio track (default: dropped)"
+    )
+    p.add_argument(
+        "--model", type=Path, default=None, help="ONNX model (default: the fetched CenterFace)"
+    )
     p.set_defaults(func=run)
 
 
@@ -60,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
     if len(pairs) > 1 or args.output.suffix == "":
         args.output.mkdir(parents=True, exist_ok=True)
     stage = build_stage(
-        model=args.model, threshold=args.threshold, detect_size=args.detect_size,
-        threads=args.threads, mode=args.mode, shape=args.shape, mask_scale=args.mask_scale,
+        model=args.model,
+        threshold=args.threshold,
+        detect_size=args.detect_size,
+        threads=args.threads,
+        mode=args.mode,
+        shape=args.shape,
+        mask_scale=args.mask_scale,
         hold_s=args.hold,
     )
     worst = 0
@@ -78,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         bar.close()
         note = f", {result.failed_frames} frame(s) fully masked" if result.failed_frames else ""
-        print(f"{src} -> {dst}: {result.frames} frame(s), {result.faces} face detection(s), "
-              f"{result.fps:.1f} fps{note}")
+        print(
+            f"{src} -> {dst}: {result.frames} frame(s), {result.faces} face detection(s), "
+            f"{result.fps:.1f} fps{note}"
+        )
     return worst

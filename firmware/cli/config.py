@@ -69,10 +69,15 @@ port = 8080
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("config", help="check a config file or print an example",
-                       description="Validate device configuration files.")
+    p = sub.add_parser(
+        "config",
+        help="check a config file or print an example",
+        description="Validate device configuration files.",
+    )
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    c = csub.add_parser("check", help="validate FILE; lists every problem with its dotted path (exit 2)")
+    c = csub.add_parser(
+        "check", help="validate FILE; lists every problem with its dotted path (exit 2)"
+    )
     c.add_argument("file", type=Path)
     c.set_defaults(func=_check)
     e = csub.add_parser("example", help="print a commented example config")
@@ -83,8 +88,10 @@ def _check(args: argparse.Namespace) -> int:
     from firmware.config import load
 
     cfg = load(args.file)
-    print(f"OK {args.file}: site {cfg.site!r}, device {cfg.device!r}, source {cfg.source.kind}, "
-          f"broker {cfg.mqtt.host}:{cfg.mqtt.port}")
+    print(
+        f"OK {args.file}: site {cfg.site!r}, device {cfg.device!r}, source {cfg.source.kind}, "
+        f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
+    )
     return 0
 
 

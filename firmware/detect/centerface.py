@@ -122,7 +122,10 @@ class CenterFace:
         self._session.run(self._outputs, {self._input: warm})
         logger.info(
             "CenterFace ready: %s, threshold %.2f, detect size %s, %d threads",
-            self.model.path, threshold, detect_size or "full", threads,
+            self.model.path,
+            threshold,
+            detect_size or "full",
+            threads,
         )
 
     def _prepare(self, image: Image) -> tuple[NDArray[np.float32], float, int, int]:

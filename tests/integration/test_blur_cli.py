@@ -95,7 +95,9 @@ def test_other_modes_destroy_face_detail(tmp_path: Path, mode: str) -> None:
     assert detail(after) < detail(before) / 4
 
 
-def _leaks(scene: SyntheticScene, video: Path, min_visible: float) -> tuple[int, list[tuple[int, float]]]:
+def _leaks(
+    scene: SyntheticScene, video: Path, min_visible: float
+) -> tuple[int, list[tuple[int, float]]]:
     """Faces (at least ``min_visible`` in view) whose inner half is not covered (solid mode)."""
     leaks = []
     checked = 0
@@ -135,7 +137,9 @@ def test_moving_faces_covered_in_every_frame(
     assert leaks == [], f"faces visible in (frame, covered fraction): {leaks[:10]}"
 
     baseline = tmp_path / "per-frame.mp4"
-    assert main(["blur", str(scene_video), "-o", str(baseline), "--mode", "solid", "--hold", "0"]) == 0
+    assert (
+        main(["blur", str(scene_video), "-o", str(baseline), "--mode", "solid", "--hold", "0"]) == 0
+    )
     _, baseline_leaks = _leaks(scene, baseline, min_visible=0.2)
     assert len(baseline_leaks) >= 2, "the scene no longer exercises missed faces"
 
@@ -146,8 +150,12 @@ def test_video_formats_keep_count_size_and_rate(tmp_path: Path, scene_video: Pat
         with VideoFileSource(scene_video) as s:
             from firmware.video_out import write_video as encode
 
-            encode((f.image for f, _ in zip(s.frames(), range(30), strict=False)), src,
-                   fps=Fraction(30000, 1001), size=s.size)
+            encode(
+                (f.image for f, _ in zip(s.frames(), range(30), strict=False)),
+                src,
+                fps=Fraction(30000, 1001),
+                size=s.size,
+            )
         out = tmp_path / f"out{suffix}"
         assert main(["blur", str(src), "-o", str(out), "--detect-size", "320x192"]) == 0
         a, b = VideoFileSource(src), VideoFileSource(out)
@@ -191,8 +199,9 @@ def test_audio_dropped_unless_kept(tmp_path: Path, scene_video: Path) -> None:
     assert VideoFileSource(tmp_path / "kept.mp4").has_audio
 
 
-def test_truncated_video_fails_cleanly(tmp_path: Path, scene_video: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_video_fails_cleanly(
+    tmp_path: Path, scene_video: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "cut.mp4"
     data = scene_video.read_bytes()
     src.write_bytes(data[: len(data) // 2])
@@ -225,7 +234,9 @@ def test_wrong_model_hash_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     with bad.open("r+b") as f:
         f.seek(1000)
         f.write(b"\x00\x01\x02")
-    code = main(["blur", str(DATA / "astronaut.png"), "-o", str(tmp_path / "a.png"), "--model", str(bad)])
+    code = main(
+        ["blur", str(DATA / "astronaut.png"), "-o", str(tmp_path / "a.png"), "--model", str(bad)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and str(bad) in err and "models fetch" in err
     assert not (tmp_path / "a.png").exists()
@@ -233,6 +244,15 @@ def test_wrong_model_hash_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_bad_usage_exit_2(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["blur", str(DATA / "astronaut.png"), "-o", str(tmp_path / "a.png"), "--detect-size", "big"])
+        main(
+            [
+                "blur",
+                str(DATA / "astronaut.png"),
+                "-o",
+                str(tmp_path / "a.png"),
+                "--detect-size",
+                "big",
+            ]
+        )
     assert e.value.code == 2
     assert main(["blur", str(DATA / "astronaut.png"), "-o", str(tmp_path / "a.mp4")]) == 2

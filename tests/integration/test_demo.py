@@ -16,8 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_scripts_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo"), "--duration", "12", "--window", "5", "-o", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            "bash",
+            str(ROOT / "scripts" / "demo"),
+            "--duration",
+            "12",
+            "--window",
+            "5",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
@@ -39,9 +51,24 @@ def test_demo_embedded_broker(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware", "demo", "--duration", "6", "--window", "5",
-         "--broker", "embedded", "-o", str(tmp_path / "d")],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "firmware",
+            "demo",
+            "--duration",
+            "6",
+            "--window",
+            "5",
+            "--broker",
+            "embedded",
+            "-o",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "broker: embedded" in proc.stdout and "received and validated" in proc.stdout

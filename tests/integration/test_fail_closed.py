@@ -35,8 +35,9 @@ def real() -> CenterFace:
     return CenterFace()
 
 
-@pytest.mark.parametrize("exc", [DetectorError("boom"), RuntimeError("onnxruntime crashed"),
-                                 MemoryError()])
+@pytest.mark.parametrize(
+    "exc", [DetectorError("boom"), RuntimeError("onnxruntime crashed"), MemoryError()]
+)
 def test_failed_detection_masks_whole_frame(real: CenterFace, exc: Exception) -> None:
     image = load_bgr("astronaut.png")
     truth = np.array(FACES["astronaut.png"], np.float32)

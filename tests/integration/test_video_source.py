@@ -13,10 +13,10 @@ from firmware.config import SourceConfig
 from firmware.errors import InputError, OutputError
 from firmware.frames import iou_matrix
 from firmware.sources import FrameSource, open_source
-from firmware.video_out import VideoWriter, pick_codec, write_video
 from firmware.sources.synthetic import SyntheticScene
 from firmware.sources.synthetic import write_video as write_scene
 from firmware.sources.video import VideoFileSource
+from firmware.video_out import VideoWriter, pick_codec, write_video
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-from numpy.typing import NDArray
-
 import skimage
+from numpy.typing import NDArray
 
 DATA = Path(os.path.dirname(skimage.__file__)) / "data"
 
@@ -22,8 +21,19 @@ FACES: dict[str, list[tuple[float, float, float, float]]] = {
     "astronaut.png": [(178.0, 58.0, 272.0, 182.0)],
     "camera.png": [(200.0, 115.0, 260.0, 198.0)],
 }
-FACE_FREE = ["coffee.png", "rocket.jpg", "brick.png", "grass.png", "gravel.png", "moon.png",
-             "coins.png", "page.png", "text.png", "hubble_deep_field.jpg", "chelsea.png"]
+FACE_FREE = [
+    "coffee.png",
+    "rocket.jpg",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "moon.png",
+    "coins.png",
+    "page.png",
+    "text.png",
+    "hubble_deep_field.jpg",
+    "chelsea.png",
+]
 
 
 def load_bgr(name: str) -> NDArray[np.uint8]:
@@ -34,6 +44,8 @@ def load_bgr(name: str) -> NDArray[np.uint8]:
     return np.ascontiguousarray(img)
 
 
-def face_sprite(name: str = "astronaut.png") -> tuple[NDArray[np.uint8], tuple[float, float, float, float]]:
+def face_sprite(
+    name: str = "astronaut.png",
+) -> tuple[NDArray[np.uint8], tuple[float, float, float, float]]:
     """The image and its first annotated face box."""
     return load_bgr(name), FACES[name][0]

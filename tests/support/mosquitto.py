@@ -22,7 +22,9 @@ def mosquitto_binary() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and os.path.exists(candidate):
             return candidate
-    raise RuntimeError("mosquitto not installed: run 'apt-get install mosquitto' (bash .ci/run does)")
+    raise RuntimeError(
+        "mosquitto not installed: run 'apt-get install mosquitto' (bash .ci/run does)"
+    )
 
 
 @dataclass
@@ -70,8 +72,9 @@ class Broker:
             self.proc.wait(timeout=5)
 
 
-def make_broker(directory: Path, extra_conf: str = "", *, anonymous: bool = True,
-                port: int | None = None) -> Broker:
+def make_broker(
+    directory: Path, extra_conf: str = "", *, anonymous: bool = True, port: int | None = None
+) -> Broker:
     """Write a mosquitto.conf into ``directory`` for a loopback listener; the caller starts it.
 
     ``extra_conf`` is appended after the listener line, e.g. ``password_file``, ``acl_file`` or
@@ -91,6 +94,8 @@ def make_broker(directory: Path, extra_conf: str = "", *, anonymous: bool = True
         "log_type notice",
     ]
     if os.geteuid() == 0:
-        lines.append("user root")  # Mosquitto 2 drops to 'mosquitto' otherwise and cannot read tmp files
+        lines.append(
+            "user root"
+        )  # Mosquitto 2 drops to 'mosquitto' otherwise and cannot read tmp files
     conf.write_text("\n".join(lines) + "\n" + extra_conf + "\n")
     return Broker("127.0.0.1", port, conf, directory / "mosquitto.log")

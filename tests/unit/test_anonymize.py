@@ -59,7 +59,9 @@ def test_mask_all_leaves_no_original_detail() -> None:
 
 def test_boxes_outside_the_frame_are_clipped() -> None:
     img = _noise()
-    out = Anonymizer(shape="box").apply(img, np.array([[-50, -50, 10, 10], [150, 110, 400, 400]], np.float32))
+    out = Anonymizer(shape="box").apply(
+        img, np.array([[-50, -50, 10, 10], [150, 110, 400, 400]], np.float32)
+    )
     assert out.shape == img.shape
     assert not np.array_equal(out[0:5, 0:5], img[0:5, 0:5])
 

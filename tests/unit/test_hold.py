@@ -10,8 +10,14 @@ MS = 1_000_000
 
 
 def _covers(boxes: np.ndarray, target: np.ndarray) -> bool:
-    return bool(np.any((boxes[:, 0] <= target[0]) & (boxes[:, 1] <= target[1])
-                       & (boxes[:, 2] >= target[2]) & (boxes[:, 3] >= target[3])))
+    return bool(
+        np.any(
+            (boxes[:, 0] <= target[0])
+            & (boxes[:, 1] <= target[1])
+            & (boxes[:, 2] >= target[2])
+            & (boxes[:, 3] >= target[3])
+        )
+    )
 
 
 def test_missed_frames_are_covered_at_the_moved_position() -> None:

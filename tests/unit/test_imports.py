@@ -56,8 +56,18 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     commands = sorted(sub.choices)  # type: ignore[union-attr]
-    for expected in ("blur", "demo", "run", "subscribe", "models", "config", "diagnose",
-                     "snapshot", "support-bundle", "provision"):
+    for expected in (
+        "blur",
+        "demo",
+        "run",
+        "subscribe",
+        "models",
+        "config",
+        "diagnose",
+        "snapshot",
+        "support-bundle",
+        "provision",
+    ):
         assert expected in commands
     for name in commands:
         with pytest.raises(SystemExit) as e:

@@ -42,7 +42,9 @@ def test_known_face_adds_nothing_and_delay_zero_passes_through() -> None:
     la = Lookahead(Anonymizer("solid", "box", 1.0), delay=2)
     first = _result(0, [[10, 10, 50, 50]])
     out = la.push(first) + la.push(_result(1, [[12, 10, 52, 50]])) + la.flush()
-    assert out[0].image is first.image, "a face already masked in the previous frame adds no back-fill"
+    assert out[0].image is first.image, (
+        "a face already masked in the previous frame adds no back-fill"
+    )
     la0 = Lookahead(Anonymizer(), delay=0)
     r = _result(0, [[10, 10, 50, 50]])
     assert la0.push(r) == [r]

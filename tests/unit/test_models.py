@@ -95,14 +95,22 @@ def test_optimized_model_matches_original_outputs(tmp_path: Path) -> None:
     m = onnx.load_from_string(original)
     dims = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
     dims[s.input] = ["N", 3, "H", "W"]
-    outs = {o.name: ["N", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in m.graph.output}
-    dynamic_original = update_model_dims.update_inputs_outputs_dims(m, dims, outs).SerializeToString()
+    outs = {
+        o.name: ["N", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in m.graph.output
+    }
+    dynamic_original = update_model_dims.update_inputs_outputs_dims(
+        m, dims, outs
+    ).SerializeToString()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     rng = np.random.default_rng(0)
     x = (rng.random((1, 3, 96, 128)) * 255).astype(np.float32)
-    a = ort.InferenceSession(dynamic_original, opts, providers=["CPUExecutionProvider"]).run(None, {s.input: x})
-    b = ort.InferenceSession(optimized, opts, providers=["CPUExecutionProvider"]).run(None, {s.input: x})
+    a = ort.InferenceSession(dynamic_original, opts, providers=["CPUExecutionProvider"]).run(
+        None, {s.input: x}
+    )
+    b = ort.InferenceSession(optimized, opts, providers=["CPUExecutionProvider"]).run(
+        None, {s.input: x}
+    )
     for u, v in zip(a, b, strict=True):
         np.testing.assert_allclose(u, v, atol=1e-3, rtol=1e-4)
 
