@@ -67,7 +67,7 @@ class MaskHold:
         mem_matched = np.zeros(n_mem, bool)
         if n_mem and n_det:
             score = iou_matrix(pred, det)
-            # Centre distance relative to size rescues fast small faces whose boxes stop overlapping.
+            # Centre distance relative to size rescues fast small faces with no overlap left.
             pc = (pred[:, :2] + pred[:, 2:]) / 2
             dc = (det[:, :2] + det[:, 2:]) / 2
             size = np.maximum(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1])[:, None]
