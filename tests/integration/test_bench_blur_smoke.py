@@ -1,0 +1,62 @@
+"""scripts/bench --quick: the benchmark CI runs, so it cannot rot. Figures are not judged here
+(timed tests flake on shared machines); the structure, the measurements' plausibility and the
+privacy result on the benchmark clip are."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.bench_blur import coverage, make_clip
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_prints_every_section(tmp_path: Path) -> None:
+    """--quick runs the whole table on 45 frames without deface or int8, and the default
+    'anoncam blur' leaves no truth face uncovered on the clip."""
+    workdir, report = tmp_path / "work", tmp_path / "bench.json"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--workdir", str(workdir),
+         "--json", str(report)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    for heading in ("clip: synthetic scene 640x480", "bare detector", "end to end", "coverage",
+                    "detector recall", "target: anoncam blur at least 3x"):
+        assert heading in out, f"missing {heading!r} in:\n{out}"
+    data = json.loads(report.read_text())
+    assert data["quick"] and data["rounds"] == 1 and data["frames"] == 45
+    assert data["truth_faces"] > 50
+    assert {(d["model"], d["input"], d["threads"]) for d in data["detector"]} == {
+        ("fp32", size, threads) for size in ("640x480", "320x256") for threads in (1, 2)
+    }, "quick mode runs fp32 only, at both sizes and thread counts"
+    assert all(fps > 0 for d in data["detector"] for fps in d["fps"])
+    runs = {r["label"]: r for r in data["runs"]}
+    assert all(r["kind"] == "anoncam" for r in runs.values()), "no deface without --deface-venv"
+    assert not (workdir / "deface-venv").exists()
+    for label, r in runs.items():
+        assert r["fps_reported"][0] > 0 and r["fps_wall"][0] > 0, label
+        # a Python process with onnxruntime and a model loaded: tens of MB at least, and read
+        # from the tool's own /proc entry (0 would mean it was never sampled)
+        assert 50 < r["max_rss_mb"][0] < 4000, label
+        assert r["coverage"]["frames"] == 45 and r["coverage"]["checked"] == data["truth_faces"]
+    assert runs["anoncam blur (defaults)"]["coverage"]["uncovered"] == 0
+    assert data["recall"]["fp32@640x480"]["matched"] >= 0.95 * data["truth_faces"]
+
+
+def test_coverage_check_catches_an_uncovered_face(tmp_path: Path) -> None:
+    """The benchmark's coverage check is not vacuous: on the raw, unanonymized clip every
+    checked face counts as uncovered."""
+    clip = make_clip(tmp_path, 20)
+    result = coverage(clip.path, clip.truth)
+    assert result.frames == 20
+    assert result.checked == clip.faces > 0
+    assert result.uncovered == result.checked
+    assert result.leak_frames == sum(len(t) > 0 for t in clip.truth)
