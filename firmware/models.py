@@ -113,14 +113,35 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sidecar_path(model: Path) -> Path:
+    return model.with_name(model.name + ".sha256")
+
+
+def write_sidecar_hash(model: Path, digest: str) -> None:
+    """Record a derived model's SHA-256 next to it (``MODEL.sha256``, sha256sum's format)."""
+    sidecar_path(model).write_text(f"{digest}  {model.name}\n", encoding="ascii")
+
+
+def _expected_hash(p: Path, s: ModelSpec) -> tuple[str, str]:
+    """The hash ``p`` must have and where that comes from: a derived model (another file name
+    with a ``.sha256`` sidecar, e.g. the int8 model) has its own; everything else the manifest's."""
+    sidecar = sidecar_path(p)
+    if p.name != s.file and sidecar.is_file():
+        text = sidecar.read_text(encoding="ascii", errors="replace").split()
+        if text and len(text[0]) == 64:
+            return text[0], str(sidecar)
+    return s.sha256, "the manifest"
+
+
 def verify(
     path: Path | None = None, name: str = DEFAULT_MODEL, *, check_hash: bool = True
 ) -> VerifiedModel:
-    """Check that ``path`` (default: the fetched model) is the optimized model of the manifest.
+    """Check that ``path`` (default: the fetched model) is the model it claims to be.
 
-    Raises :class:`ModelError` naming the file and the fix when it is missing, truncated, not
-    ONNX, has a different hash, or lacks the expected input and outputs. ``check_hash=False``
-    accepts any ONNX file with the right signature (for a custom or quantized model).
+    The expected SHA-256 is the manifest's or, for a derived model such as the int8 one, the
+    one in its ``.sha256`` sidecar. Raises :class:`ModelError` naming the file and the fix when
+    it is missing, truncated, not ONNX, has a different hash, or lacks the expected input and
+    outputs. ``check_hash=False`` accepts any ONNX file with the right signature.
     """
     s = spec(name)
     p = Path(path) if path is not None else default_model_path(name)
@@ -131,11 +152,12 @@ def verify(
         )
     size = p.stat().st_size
     digest = sha256_file(p)
-    if check_hash and digest != s.sha256:
+    expected, origin = _expected_hash(p, s)
+    if check_hash and digest != expected:
         raise ModelError(
-            f"{p}: SHA-256 {digest} does not match the manifest ({s.sha256}); "
+            f"{p}: SHA-256 {digest} does not match {origin} ({expected}); "
             "the file is corrupt, truncated or a different model",
-            hint="delete it and run 'anoncam models fetch' again",
+            hint="delete it and run 'anoncam models fetch' (or 'models quantize') again",
         )
     check_signature(p, s)
     return VerifiedModel(spec=s, path=p, sha256=digest, size=size)

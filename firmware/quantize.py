@@ -54,7 +54,13 @@ from numpy.typing import NDArray
 
 from firmware.errors import InputError, ModelError
 from firmware.frames import Image
-from firmware.models import check_signature, default_model_path, sha256_file, verify
+from firmware.models import (
+    check_signature,
+    default_model_path,
+    sha256_file,
+    verify,
+    write_sidecar_hash,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +277,9 @@ def quantize(
             raise ModelError(f"{target}: cannot write the int8 model ({exc})",
                              hint="free disk space or pass another -o FILE") from None
     digest = sha256_file(target)
+    # The manifest pins the fp32 file; a derived model carries its own hash next to it, so
+    # `--model` can still refuse a corrupted or swapped copy.
+    write_sidecar_hash(target, digest)
     seconds = time.perf_counter() - start
     logger.info("wrote %s (%d bytes, sha256 %s) in %.1f s", target, target.stat().st_size,
                 digest, seconds)

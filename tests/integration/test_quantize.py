@@ -48,8 +48,11 @@ def test_int8_model_keeps_the_signature_and_is_quantized(int8: QuantizedModel) -
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 60  # every Conv / ConvTranspose weight
-    per_channel = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
-                   and any(a.name == "axis" for a in n.attribute)]
+    per_channel = [
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute)
+    ]
     assert per_channel, "weights should be quantized per output channel"
 
 
@@ -62,10 +65,23 @@ def test_int8_model_finds_the_astronaut(int8: QuantizedModel) -> None:
     assert float(iou_matrix(truth, found.boxes).max()) >= 0.5
 
 
-def test_manifest_hash_still_refuses_the_int8_file(int8: QuantizedModel) -> None:
-    """Guards that an int8 file is never mistaken for the manifest's verified fp32 model."""
+def test_int8_file_is_checked_against_its_own_hash(int8: QuantizedModel, tmp_path: Path) -> None:
+    """The int8 model loads by path (its sidecar hash), a corrupted copy is refused, and it is
+    never mistaken for the manifest's fp32 model (same name without a sidecar: refused)."""
+    assert CenterFace(int8.path).model.sha256 == int8.sha256
+    data = bytearray(int8.path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    bad = tmp_path / int8.path.name
+    bad.write_bytes(bytes(data))
+    (tmp_path / (int8.path.name + ".sha256")).write_text(
+        (int8.path.parent / (int8.path.name + ".sha256")).read_text()
+    )
+    with pytest.raises(ModelError, match="does not match"):
+        CenterFace(bad)
+    disguised = tmp_path / "centerface-opt.onnx"
+    disguised.write_bytes(int8.path.read_bytes())
     with pytest.raises(ModelError, match="does not match the manifest"):
-        CenterFace(int8.path)
+        CenterFace(disguised)
 
 
 def test_calibration_set_avoids_the_test_pictures() -> None:
