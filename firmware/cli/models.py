@@ -111,14 +111,12 @@ def _info(args: argparse.Namespace) -> int:
 
     for spec in load_manifest().values():
         path = default_model_path(spec.name)
-        print(
-            f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), licence {spec.licence}"
-        )
+        print(f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), "
+              f"licence {spec.licence}")
         print(f"  source sha256     {spec.source_sha256}")
         print(f"  optimized sha256  {spec.sha256}")
-        print(
-            f"  path              {path} ({'present' if path.is_file() else 'missing: run anoncam models fetch'})"
-        )
+        state = "present" if path.is_file() else "missing: run anoncam models fetch"
+        print(f"  path              {path} ({state})")
     return 0
 
 
@@ -141,7 +139,7 @@ def _quantize(args: argparse.Namespace) -> int:
         f"{result.seconds:.1f} s"
     )
     print(
-        f"  its hash is in {result.path.name}.sha256; use it with: anoncam blur --model {result.path}"
-        " ... (or detector.model in the config)"
+        f"  its hash is in {result.path.name}.sha256; use it with: "
+        f"anoncam blur --model {result.path} ... (or detector.model in the config)"
     )
     return 0
