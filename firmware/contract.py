@@ -69,6 +69,41 @@ _FORBIDDEN_NORM: Final = frozenset(_norm(k) for k in FORBIDDEN_KEYS)
 _PERSON_ID = re.compile(
     r"^(track|person|people|face|visitor|subject|customer|shopper|human)s?(id|ids|uuid|uuids)$"
 )
+# Demographic inference under any spelling (P4): "age_range", "estimatedAge", "gender_ratio".
+_DEMOGRAPHIC = frozenset(
+    {
+        "gender",
+        "genders",
+        "sex",
+        "emotion",
+        "emotions",
+        "ethnicity",
+        "ethnic",
+        "race",
+        "races",
+        "mood",
+        "expression",
+        "attractiveness",
+    }
+)
+# "age" with a time unit after it is the age of a thing (oldest_unsent_age_s), not of a person.
+_DURATION_UNITS = frozenset(
+    {"s", "ms", "sec", "secs", "seconds", "min", "minutes", "h", "hours", "days"}
+)
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def _demographic(name: str) -> bool:
+    words = [w.lower() for w in _WORDS.findall(name)]
+    for i, w in enumerate(words):
+        if w in _DEMOGRAPHIC:
+            return True
+        unit_follows = i + 1 < len(words) and words[i + 1] in _DURATION_UNITS
+        if w in ("age", "ages", "aged") and not unit_follows:
+            return True
+    return False
+
+
 # Image bytes smuggled into a value: a data URL, or a long run of base64.
 _IMAGE_VALUE = re.compile(r"^(data:image/|[A-Za-z0-9+/=\s]{512,}$)")
 
@@ -115,7 +150,7 @@ def _walk(value: Any, path: str) -> Iterator[str]:
         for key, child in value.items():
             name = str(key)
             norm = _norm(name)
-            if norm in _FORBIDDEN_NORM or _PERSON_ID.match(norm):
+            if norm in _FORBIDDEN_NORM or _PERSON_ID.match(norm) or _demographic(name):
                 yield _child(path, name)
             yield from _walk(child, _child(path, name))
     elif isinstance(value, (list, tuple)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from firmware.anonymizing import Anonymized, AnonymizingStage
+from firmware.errors import StorageError
 from firmware.events import FrameCounts
 from firmware.lookahead import Lookahead
 from firmware.sources.base import FrameSource
@@ -22,6 +23,7 @@ from firmware.track import Tracker, TrackUpdate
 from firmware.windows import WindowAggregator
 
 logger = logging.getLogger(__name__)
+
 
 class Counter(Protocol):
     """Turns tracks into per-frame counts (:class:`firmware.count.LineCounter`)."""
@@ -46,6 +48,7 @@ class LoopStats:
     fps_ewma: float = 0.0
     last_frame_s: float = 0.0
     last_wall_ns: int = 0
+    storage_errors: int = 0
 
     def as_health(self) -> dict[str, float | int]:
         return {
@@ -111,7 +114,19 @@ def run(
         if dropped_now:
             counts = replace(counts, dropped=dropped_now)
         wall = clock(frame.t_ns)
-        stats.windows_closed += len(aggregator.observe(counts, wall))
+        try:
+            stats.windows_closed += len(aggregator.observe(counts, wall))
+        except StorageError as exc:
+            # A full or failing disk: the open window stays in memory and is written when the
+            # next frame closes it again; only this frame's counts are lost. Keep counting.
+            stats.storage_errors += 1
+            if stats.storage_errors == 1 or stats.storage_errors % 1000 == 0:
+                logger.error(
+                    "cannot store a closed window (%d time(s) so far): %s; fix: %s",
+                    stats.storage_errors,
+                    exc,
+                    exc.hint,
+                )
         _account(stats, result, dropped_now, wall)
         if on_frame is not None:
             on_frame(stats)
@@ -133,6 +148,8 @@ def _account(stats: LoopStats, result: Anonymized, dropped: int, wall_ns: int) -
     stats.failed_frames += int(result.failed)
     stats.dropped += dropped
     stats.detect_ms_ewma = (
-        result.detect_ms if stats.frames == 1 else 0.9 * stats.detect_ms_ewma + 0.1 * result.detect_ms
+        result.detect_ms
+        if stats.frames == 1
+        else 0.9 * stats.detect_ms_ewma + 0.1 * result.detect_ms
     )
     stats.last_wall_ns = wall_ns

@@ -14,6 +14,7 @@ outbox (nothing is lost) and the run ends with exit 1 and a message saying so.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -21,14 +22,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware import __version__
 from firmware.config import Config, CounterConfig
 from firmware.errors import BrokerError, StorageError
 from firmware.pipeline import LoopStats, Sink, WallClock
 
+if TYPE_CHECKING:
+    from firmware.publish import Publisher
+
 logger = logging.getLogger(__name__)
+
+TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
+"""onnxruntime >= 1.29 on Linux ships Microsoft's 1DS telemetry, on by default: it writes a
+persistent device id and an event cache under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``
+and uploads process, model and error events to mobile.events.data.microsoft.com. A device that
+promises that nothing but counts leaves it must opt out before the first inference session; the
+variable is read once per process (a user's explicit value is kept)."""
+
+
+def disable_runtime_telemetry() -> None:
+    os.environ.setdefault(TELEMETRY_OPT_OUT, "1")
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,9 @@ class Service:
     def _health(self) -> dict[str, Any]:
         figures: dict[str, Any] = {
             "fps": round(self.stats.fps_ewma, 2) if self.stats.frames else None,
-            "detector_latency_ms": round(self.stats.detect_ms_ewma, 2) if self.stats.frames else None,
+            "detector_latency_ms": (
+                round(self.stats.detect_ms_ewma, 2) if self.stats.frames else None
+            ),
             "dropped_frames": self.stats.dropped,
             "failed_frames": self.stats.failed_frames,
             "camera": self._camera_state,
@@ -129,8 +146,25 @@ class Service:
             self._pending_counter = counter
         logger.info("counting line changed from the preview page; applied from the next frame")
 
+    # ------------------------------------------------------------------ broker
+    def _first_connection(self, publisher: Publisher) -> bool:
+        """Start the publisher and wait for its first attempt to settle: connected (True),
+        refused for good (BrokerError: a wrong password must stop the start), or not reachable
+        (False, at once: counting must not wait for a broker that is down, the outbox keeps the
+        windows). At most ``connect_timeout_s`` for a broker that does not answer at all."""
+        connected = publisher.start()
+        deadline = time.monotonic() + self.connect_timeout_s
+        while not connected and publisher.failed_attempts == 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            connected = publisher.wait_connected(min(remaining, 0.1))
+        # The attempt that failed may have been a refusal: wait_connected raises it.
+        return connected or publisher.wait_connected(0)
+
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
+        disable_runtime_telemetry()  # before onnxruntime is imported and its session created
         from firmware.anonymize import Anonymizer
         from firmware.anonymizing import AnonymizingStage
         from firmware.count import LineCounter
@@ -150,8 +184,10 @@ class Service:
         try:
             cfg.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"{cfg.state_dir}: cannot create the state directory ({exc.strerror})",
-                               hint="set state_dir to a writable directory (--state-dir)") from None
+            raise StorageError(
+                f"{cfg.state_dir}: cannot create the state directory ({exc.strerror})",
+                hint="set state_dir to a writable directory (--state-dir)",
+            ) from None
         detect_size = (
             (cfg.detector.detect_width, cfg.detector.detect_height)
             if cfg.detector.detect_width and cfg.detector.detect_height else None
@@ -171,6 +207,7 @@ class Service:
         preview = None
         previous = self._install_signals()
         try:
+            first_seq = outbox.stats().next_seq
             source = open_source(cfg.source)
             width, height = source.size
             logger.info("source: %s", source.describe())
@@ -182,7 +219,7 @@ class Service:
             publisher = Publisher(cfg.mqtt, site=cfg.site, device=cfg.device, outbox=outbox,
                                   health=self._health, version=__version__)
             try:
-                connected = publisher.start(wait_connected_s=self.connect_timeout_s)
+                connected = self._first_connection(publisher)
             except BrokerError:
                 publisher.stop(0)
                 raise
@@ -242,8 +279,10 @@ class Service:
                 end_wall = clock(int(self.stats.frames * 1e9 / max(source.fps, 1e-6)))
             elif source.live:
                 end_wall = time.time_ns()
-            if aggregator.flush(end_wall) is not None:
-                self.stats.windows_closed += 1
+            aggregator.flush(end_wall)
+            # Seqs consumed, not flush calls: a flush after a stall also writes the empty
+            # windows of the gap, and each is a window the subscriber will see.
+            self.stats.windows_closed = outbox.stats().next_seq - first_seq
             publisher.wake()
             notifier.stopping()
             drained = publisher.stop(self.drain_timeout_s)
