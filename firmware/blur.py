@@ -193,7 +193,7 @@ def build_stage(
     detect_size: tuple[int, int] | None = None,
     threads: int = 2,
     mode: str = "mosaic",
-    shape: str = "ellipse",
+    shape: str = "box",
     mask_scale: float = 1.6,
     hold_s: float = 0.5,
     check_hash: bool = True,

@@ -114,7 +114,9 @@ class DetectorConfig(_Section):
 
 class AnonymizerConfig(_Section):
     mode: Literal["mosaic", "blur", "solid"] = Field("mosaic", description="how a face is covered")
-    shape: Literal["ellipse", "box"] = Field("ellipse", description="shape of the mask")
+    shape: Literal["ellipse", "box"] = Field(
+        "box", description="shape of the mask; box leaves no head outline to re-detect"
+    )
     mask_scale: float = Field(
         1.6,
         ge=1.0,

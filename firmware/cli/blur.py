@@ -49,8 +49,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--shape",
         choices=["ellipse", "box"],
-        default="ellipse",
-        help="mask shape (default: ellipse)",
+        default="box",
+        help="mask shape (default: box; ellipse hides less of the scene)",
     )
     p.add_argument(
         "--threshold",

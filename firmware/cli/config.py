@@ -28,8 +28,8 @@ threads = 2
 timeout_s = 2.0               # slower detection fails closed (whole frame masked)
 
 [anonymizer]
-mode = "mosaic"               # "mosaic", "blur" or "solid"
-shape = "ellipse"             # or "box"
+mode = "mosaic"               # shuffled cells; or "blur" or "solid"
+shape = "box"                 # or "ellipse" (rounder, hides less of the scene)
 mask_scale = 1.6
 hold_s = 0.5                  # keep covering a face this long after the detector lost it
 

@@ -176,10 +176,15 @@ def _best_iou(truth: np.ndarray, found: Detections) -> np.ndarray:
     return iou
 
 
-def _detail(region: np.ndarray) -> float:
-    """Fine detail: mean absolute difference between neighbouring pixels (grey)."""
-    grey = region.astype(np.float32).mean(axis=2)
-    return float(np.abs(np.diff(grey, axis=1)).mean() + np.abs(np.diff(grey, axis=0)).mean())
+def _likeness(raw: np.ndarray, out: np.ndarray) -> float:
+    """Normalized cross-correlation of the grey images: 1.0 for the same face, near 0 for an
+    unrelated pattern (a shuffled mosaic keeps colours but not where they are)."""
+    a = raw.astype(np.float32).mean(axis=2).ravel()
+    b = out.astype(np.float32).mean(axis=2).ravel()
+    a -= a.mean()
+    b -= b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
 @pytest.mark.slow
@@ -188,14 +193,13 @@ def test_p2_frames_leaving_the_service_are_anonymized(
 ) -> None:
     """P2: a sink attached to the running service (where the preview page takes its frames)
     receives only anonymized images: in every frame, the core of every ground-truth face
-    (eyes, nose, mouth: the inner half of the box; faces of 24 px and more, fully in view) has
-    lost its detail and its pixels. Control: on the raw frames the real detector finds those
-    faces, so there was something to hide.
+    (eyes, nose, mouth: the inner half of the box; faces of 24 px and more, fully in view) no
+    longer resembles the face (correlation with the raw pixels below 0.5) and its pixels
+    changed. Control: on the raw frames the real detector finds those faces, so there was
+    something to hide.
 
-    Not asserted here: that the detector run again on the output finds nothing. With the
-    default 6-cell mosaic it still scores about a third of these small covered faces above its
-    0.2 threshold (head outline and hair remain), which is a target of the anonymization
-    benchmark, not of this invariant (reported to the lead with figures)."""
+    The detector run again on the output is the anonymization benchmark's measure, not this
+    invariant's (the shuffled box mosaic brought it from 108 to 1 of 429 small faces)."""
     problems: list[str] = []
     checked = 0
     controls: list[tuple[int, np.ndarray]] = []
@@ -209,11 +213,11 @@ def test_p2_frames_leaving_the_service_are_anonymized(
             cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
             core = np.s_[int(cy - hh) : int(cy + hh), int(cx - hw) : int(cx + hw)]
             raw, out = result.frame.image[core], result.image[core]
-            ratio = _detail(out) / max(_detail(raw), 1e-6)
+            likeness = _likeness(raw, out)
             diff = float(np.abs(out.astype(np.int16) - raw.astype(np.int16)).mean())
             checked += 1
-            if ratio > 0.4 or diff < 8:
-                problems.append(f"frame {i}: detail kept {ratio:.2f}, mean change {diff:.1f}")
+            if likeness > 0.5 or diff < 8:
+                problems.append(f"frame {i}: likeness {likeness:.2f}, mean change {diff:.1f}")
         if len(truth) and i % 10 == 0 and len(controls) < 8:
             controls.append((i, np.array(result.frame.image)))
 

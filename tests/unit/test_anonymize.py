@@ -71,3 +71,19 @@ def test_rejects_bad_parameters() -> None:
         Anonymizer(mask_scale=0.5)
     with pytest.raises(ValueError, match="mode"):
         Anonymizer(mode="pixelate")  # type: ignore[arg-type]
+
+
+def test_scrambled_mosaic_keeps_colours_but_not_layout() -> None:
+    """The default mosaic shuffles its cells: the same cell colours, in another order, so the
+    face's layout (what a detector and a de-pixelation attack use) is gone; stable per size."""
+    from firmware.anonymize import scrambled_mosaic
+
+    region = np.zeros((60, 60, 3), np.uint8)
+    region[:30] = 255  # a layout: bright top half, dark bottom half
+    plain = mosaic(region, 10)
+    shuffled = scrambled_mosaic(region, 10)
+    cells = lambda a: sorted(map(tuple, a[::10, ::10].reshape(-1, 3).tolist()))  # noqa: E731
+    assert cells(shuffled) == cells(plain)
+    assert not np.array_equal(shuffled, plain)
+    assert np.array_equal(shuffled, scrambled_mosaic(region, 10)), "same size, same pattern"
+    assert (shuffled[:30] == 255).all(axis=2).mean() < 0.9, "the top half should mix"
