@@ -94,7 +94,9 @@ def accounts(inv: LoadedInventory) -> list[Account]:
     out: list[Account] = []
     for ref in inv.refs():
         write = [f"{prefix}/{ref.site}/{ref.device}/#"]
-        read: list[str] = []
+        # Only its own diagnostics probe, so 'anoncam diagnose' can time a round trip; the
+        # probe carries a nonce and a time, nothing from the camera.
+        read: list[str] = [f"{prefix}/{ref.site}/{ref.device}/diagnostics"]
         if broker.homeassistant:
             write.append(f"{ha}/device/{ha_node_id(prefix, ref.site, ref.device)}/config")
             read.append(f"{ha}/status")
@@ -122,7 +124,8 @@ def render_acl(inv: LoadedInventory) -> str:
         "# not this file.",
         "# Whatever is not granted here is denied: cameras publish only under their own",
         "# subtree and",
-        "# read nothing (but Home Assistant's status when discovery is on); subscribers only read.",
+        "# read only their own diagnostics probe (and Home Assistant's status when discovery is",
+        "# on); subscribers only read.",
         "",
     ]
     for acc in accounts(inv):

@@ -167,6 +167,25 @@ def test_device_reads_nothing_else(fleet: tuple[Broker, dict[str, str]]) -> None
         cam2.close()
 
 
+def test_device_reads_its_own_diagnostics_probe_only(fleet: tuple[Broker, dict[str, str]]) -> None:
+    """'anoncam diagnose' times a publish/receive round trip on the device's own diagnostics
+    topic: the ACL lets the camera read that probe back, and no other camera's."""
+    b, pw = fleet
+    cam1 = Session(b, "store-042.door-1", pw["store-042.door-1"])
+    cam2 = Session(b, "store-042.door-2", pw["store-042.door-2"])
+    try:
+        cam1.subscribe("anoncam/store-042/door-1/diagnostics")
+        cam1.subscribe("anoncam/store-042/door-2/diagnostics")
+        assert cam1.publish("anoncam/store-042/door-1/diagnostics", b'{"nonce":"a"}').value < 128
+        assert cam2.publish("anoncam/store-042/door-2/diagnostics", b'{"nonce":"b"}').value < 128
+        assert _wait(lambda: len(cam1.messages) >= 1)
+        time.sleep(0.3)
+        assert cam1.messages == [("anoncam/store-042/door-1/diagnostics", b'{"nonce":"a"}')]
+    finally:
+        cam1.close()
+        cam2.close()
+
+
 def test_subscriber_reads_all_and_cannot_publish(fleet: tuple[Broker, dict[str, str]]) -> None:
     b, pw = fleet
     reader = Session(b, "dashboard", pw["dashboard"])

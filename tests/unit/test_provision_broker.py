@@ -115,13 +115,15 @@ def test_rotate_unknown_account_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_acl_least_privilege(tmp_path: Path) -> None:
-    """Cameras write only their own subtree; subscribers only read; HA adds exactly two topics."""
+    """Cameras write only their own subtree and read only their own diagnostics probe;
+    subscribers only read; HA adds exactly two topics."""
     inv = inventory.load(write_fleet(tmp_path / "fleet", homeassistant=True))
     acl = mosquitto.render_acl(inv)
     blocks = {b.splitlines()[1]: b.splitlines()[2:] for b in acl.split("\n\n")[1:] if b.strip()}
     assert blocks["user store-042.door-1"] == [
         "topic write anoncam/store-042/door-1/#",
         "topic write homeassistant/device/anoncam_store-042_door-1/config",
+        "topic read anoncam/store-042/door-1/diagnostics",
         "topic read homeassistant/status",
     ]
     assert blocks["user dashboard"] == ["topic read anoncam/#"]
