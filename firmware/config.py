@@ -300,26 +300,33 @@ def from_dict(data: dict[str, Any], *, origin: str = "config") -> Config:
         ) from None
 
 
-def load(path: Path | str) -> Config:
-    """Read and validate a TOML config file. Raises :class:`ConfigError` with every problem."""
+def read_toml(
+    path: Path | str,
+    *,
+    what: str = "config file",
+    missing_hint: str = "pass an existing file with --config",
+) -> dict[str, Any]:
+    """Read a TOML file; every failure is a :class:`ConfigError` naming the file and the fix."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"{p}: config file not found", hint="pass an existing file with --config"
-        ) from None
+        raise ConfigError(f"{p}: {what} not found", hint=missing_hint) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"{p}: cannot read config: {exc}", hint="check the file's permissions and encoding"
+            f"{p}: cannot read the {what}: {exc}", hint="check the file's permissions and encoding"
         ) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{p}: not valid TOML: {exc}", hint="fix the TOML syntax at the given line"
         ) from None
-    return from_dict(data, origin=str(p))
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate a TOML config file. Raises :class:`ConfigError` with every problem."""
+    return from_dict(read_toml(path), origin=str(path))
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

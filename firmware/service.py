@@ -103,8 +103,10 @@ class Service:
             return previous
 
         def handler(signum: int, _frame: FrameType | None) -> None:
-            logger.info("%s received: finishing the current window and draining the outbox",
-                        signal.Signals(signum).name)
+            logger.info(
+                "%s received: finishing the current window and draining the outbox",
+                signal.Signals(signum).name,
+            )
             self.stop_event.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -190,18 +192,26 @@ class Service:
             ) from None
         detect_size = (
             (cfg.detector.detect_width, cfg.detector.detect_height)
-            if cfg.detector.detect_width and cfg.detector.detect_height else None
+            if cfg.detector.detect_width and cfg.detector.detect_height
+            else None
         )
-        detector = CenterFace(cfg.detector.model, threshold=cfg.detector.threshold,
-                              detect_size=detect_size, threads=cfg.detector.threads,
-                              timeout_s=cfg.detector.timeout_s)
+        detector = CenterFace(
+            cfg.detector.model,
+            threshold=cfg.detector.threshold,
+            detect_size=detect_size,
+            threads=cfg.detector.threads,
+            timeout_s=cfg.detector.timeout_s,
+        )
         stage = AnonymizingStage(
             detector,
             Anonymizer(cfg.anonymizer.mode, cfg.anonymizer.shape, cfg.anonymizer.mask_scale),
             MaskHold(cfg.anonymizer.hold_s),
         )
-        outbox = Outbox(cfg.state_dir / "outbox.sqlite3", max_rows=cfg.outbox.max_rows,
-                        min_free_mb=cfg.outbox.min_free_mb)
+        outbox = Outbox(
+            cfg.state_dir / "outbox.sqlite3",
+            max_rows=cfg.outbox.max_rows,
+            min_free_mb=cfg.outbox.min_free_mb,
+        )
         source = None
         publisher = None
         preview = None
@@ -213,11 +223,21 @@ class Service:
             logger.info("source: %s", source.describe())
             tracker = Tracker(cfg.tracker)
             counter = _SwappableCounter(LineCounter(cfg.counter, width, height))
-            aggregator = WindowAggregator(outbox, site=cfg.site, device=cfg.device,
-                                          window_s=cfg.windows.seconds,
-                                          suppress_below=cfg.windows.suppress_below)
-            publisher = Publisher(cfg.mqtt, site=cfg.site, device=cfg.device, outbox=outbox,
-                                  health=self._health, version=__version__)
+            aggregator = WindowAggregator(
+                outbox,
+                site=cfg.site,
+                device=cfg.device,
+                window_s=cfg.windows.seconds,
+                suppress_below=cfg.windows.suppress_below,
+            )
+            publisher = Publisher(
+                cfg.mqtt,
+                site=cfg.site,
+                device=cfg.device,
+                outbox=outbox,
+                health=self._health,
+                version=__version__,
+            )
             try:
                 connected = self._first_connection(publisher)
             except BrokerError:
@@ -225,8 +245,13 @@ class Service:
                 raise
             if not connected:
                 err = publisher.last_error
-                logger.warning("broker %s:%d not reachable yet (%s); counting anyway, windows wait "
-                               "in the outbox", cfg.mqtt.host, cfg.mqtt.port, err or "no answer")
+                logger.warning(
+                    "broker %s:%d not reachable yet (%s); counting anyway, windows wait "
+                    "in the outbox",
+                    cfg.mqtt.host,
+                    cfg.mqtt.port,
+                    err or "no answer",
+                )
             sinks: list[Sink] = list(self.extra_sinks)
             if cfg.preview.enabled:
                 from firmware.preview.hub import PreviewHub
@@ -239,8 +264,9 @@ class Service:
                 loop_stats = self.stats
 
                 def to_preview(result: Any) -> None:
-                    hub.publish(result, counts=aggregator.current() or {},
-                                health=loop_stats.as_health())
+                    hub.publish(
+                        result, counts=aggregator.current() or {}, health=loop_stats.as_health()
+                    )
 
                 sinks.append(to_preview)
 
@@ -269,9 +295,19 @@ class Service:
             from firmware.lookahead import Lookahead
 
             lookahead = Lookahead(stage.anonymizer, lookahead_frames(stage, source.fps))
-            run_loop(source, stage, tracker, counter, aggregator, clock=clock,
-                     stop=self.stop_event, sinks=sinks, on_frame=on_frame, stats=self.stats,
-                     lookahead=lookahead)
+            run_loop(
+                source,
+                stage,
+                tracker,
+                counter,
+                aggregator,
+                clock=clock,
+                stop=self.stop_event,
+                sinks=sinks,
+                on_frame=on_frame,
+                stats=self.stats,
+                lookahead=lookahead,
+            )
             self._camera_state = "ended"
             end_wall = self.stats.last_wall_ns or clock(0)
             if not source.live and not self.stop_event.is_set():
@@ -288,8 +324,13 @@ class Service:
             drained = publisher.stop(self.drain_timeout_s)
             publisher = None
             depth = outbox.stats().depth
-            return RunResult(self.stats.frames, self.stats.windows_closed, drained, depth,
-                             time.monotonic() - started)
+            return RunResult(
+                self.stats.frames,
+                self.stats.windows_closed,
+                drained,
+                depth,
+                time.monotonic() - started,
+            )
         finally:
             self._restore_signals(previous)
             if publisher is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import tomllib
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from firmware.config import (
     SourceConfig,
     TrackerConfig,
     WindowConfig,
+    read_toml,
 )
 from firmware.errors import ConfigError, UsageError
 
@@ -436,21 +436,9 @@ def validate(data: dict[str, Any], *, path: Path) -> LoadedInventory:
 def load(path: Path | str) -> LoadedInventory:
     """Read and validate an inventory file."""
     p = Path(path).absolute()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{p}: inventory not found",
-            hint="create one with 'anoncam provision init DIR' and pass it with --inventory",
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{p}: cannot read the inventory: {exc}", hint="check its permissions"
-        ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{p}: not valid TOML: {exc}", hint="fix the TOML syntax at the given line"
-        ) from None
+    data = read_toml(
+        p,
+        what="inventory",
+        missing_hint="create one with 'anoncam provision init DIR' and pass it with --inventory",
+    )
     return validate(data, path=p)

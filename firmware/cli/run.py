@@ -30,24 +30,51 @@ exit codes: 0 every window acknowledged; 1 runtime failure or windows left undel
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="run the counting camera service", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=None, help="TOML config file (see 'anoncam config example')")
-    p.add_argument("--source", default=None, metavar="PATH|picamera2|synthetic",
-                   help="frame source: a video file or image folder, the Pi camera, or the demo scene")
+    p = sub.add_parser(
+        "run",
+        help="run the counting camera service",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="TOML config file (see 'anoncam config example')"
+    )
+    p.add_argument(
+        "--source",
+        default=None,
+        metavar="PATH|picamera2|synthetic",
+        help="frame source: a video file or image folder, the Pi camera, or the demo scene",
+    )
     p.add_argument("--site", default=None, help="site id (MQTT topic level)")
     p.add_argument("--device", default=None, help="device id (MQTT topic level)")
     p.add_argument("--mqtt-host", default=None, help="broker host")
     p.add_argument("--mqtt-port", type=int, default=None, help="broker port")
-    p.add_argument("--line", type=argtypes.floats(4), default=None, metavar="X1,Y1,X2,Y2",
-                   help="counting line, normalized coordinates 0..1")
-    p.add_argument("--inside", type=argtypes.floats(2), default=None, metavar="X,Y",
-                   help="a point on the store side of the line")
-    p.add_argument("--window", type=int, default=None, metavar="SECONDS", help="counts window length")
+    p.add_argument(
+        "--line",
+        type=argtypes.floats(4),
+        default=None,
+        metavar="X1,Y1,X2,Y2",
+        help="counting line, normalized coordinates 0..1",
+    )
+    p.add_argument(
+        "--inside",
+        type=argtypes.floats(2),
+        default=None,
+        metavar="X,Y",
+        help="a point on the store side of the line",
+    )
+    p.add_argument(
+        "--window", type=int, default=None, metavar="SECONDS", help="counts window length"
+    )
     p.add_argument("--state-dir", type=Path, default=None, help="where the outbox database lives")
-    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="at the end, how long to wait for the broker to acknowledge every window "
-                   "(default: 30)")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="at the end, how long to wait for the broker to acknowledge every window "
+        "(default: 30)",
+    )
     p.add_argument("--preview", action="store_true", help="serve the anonymized preview page")
     p.set_defaults(func=run, default_log_level=logging.INFO)
 
@@ -86,22 +113,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_config(args: argparse.Namespace) -> Any:
-    import tomllib
-
-    from firmware.config import from_dict, merge
-    from firmware.errors import ConfigError
+    from firmware.config import from_dict, merge, read_toml
 
     base: dict[str, Any] = {}
     origin = "command line"
     if args.config is not None:
-        try:
-            base = tomllib.loads(args.config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{args.config}: config file not found",
-                              hint="pass an existing file with --config") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{args.config}: cannot read config: {exc}",
-                              hint="fix the file, then run 'anoncam config check FILE'") from None
+        base = read_toml(args.config)
         origin = f"{args.config} with command-line overrides"
     return from_dict(merge(base, overrides(args)), origin=origin)
 
@@ -114,14 +131,22 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--drain-timeout must be >= 0")
     config = load_config(args)
     result = Service(config, config_path=args.config, drain_timeout_s=args.drain_timeout).run()
-    print(f"processed {result.frames} frames, closed {result.windows} window(s) in "
-          f"{result.seconds:.1f} s", file=sys.stderr)
+    print(
+        f"processed {result.frames} frames, closed {result.windows} window(s) in "
+        f"{result.seconds:.1f} s",
+        file=sys.stderr,
+    )
     if not result.drained:
-        print(f"anoncam: error: {result.undelivered} window(s) not acknowledged by the broker "
-              f"{config.mqtt.host}:{config.mqtt.port} within {args.drain_timeout:g} s; they stay in "
-              f"{config.state_dir / 'outbox.sqlite3'} and are sent at the next start",
-              file=sys.stderr)
-        print("  fix: check that the broker runs and is reachable ('anoncam diagnose'), "
-              "or raise --drain-timeout", file=sys.stderr)
+        print(
+            f"anoncam: error: {result.undelivered} window(s) not acknowledged by the broker "
+            f"{config.mqtt.host}:{config.mqtt.port} within {args.drain_timeout:g} s; they stay in "
+            f"{config.state_dir / 'outbox.sqlite3'} and are sent at the next start",
+            file=sys.stderr,
+        )
+        print(
+            "  fix: check that the broker runs and is reachable ('anoncam diagnose'), "
+            "or raise --drain-timeout",
+            file=sys.stderr,
+        )
         return 1
     return 0
