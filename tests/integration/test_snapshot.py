@@ -221,3 +221,20 @@ def test_only_reviewed_code_encodes_jpegs() -> None:
                     ):
                         sites.add(f"{path.relative_to(root)}:{node.name}")
     assert sites == {"preview/hub.py:_encoded", "snapshot.py:render"}
+
+
+def test_scripts_snapshot_runs(tmp_path: Path) -> None:
+    """The field-tech wrapper runs the same command (so the script cannot rot)."""
+    import subprocess
+
+    out = tmp_path / "aim.jpg"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "snapshot"
+    proc = subprocess.run(
+        [str(script), "-o", str(out), "--source", "synthetic", "--frames", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:2] == b"\xff\xd8"
