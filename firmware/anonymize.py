@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.frames import Image, check_image
+from firmware.frames import Image, check_image, grow_boxes
 
 Mode = Literal["mosaic", "blur", "solid"]
 Shape = Literal["ellipse", "box"]
@@ -32,14 +32,8 @@ Shape = Literal["ellipse", "box"]
 
 def _grow(boxes: NDArray[np.float32], scale: float, width: int, height: int) -> NDArray[np.int32]:
     """Scale boxes about their centres and round outwards to integer pixel bounds, clipped."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    cx = (b[:, 0] + b[:, 2]) / 2
-    cy = (b[:, 1] + b[:, 3]) / 2
-    hw = (b[:, 2] - b[:, 0]) * scale / 2
-    hh = (b[:, 3] - b[:, 1]) * scale / 2
-    out = np.stack(
-        [np.floor(cx - hw), np.floor(cy - hh), np.ceil(cx + hw), np.ceil(cy + hh)], axis=1
-    )
+    g = grow_boxes(boxes, scale)
+    out = np.concatenate([np.floor(g[:, :2]), np.ceil(g[:, 2:])], axis=1)
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width)
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height)
     return out.astype(np.int32)

@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.anonymize import Anonymizer
+from firmware.anonymize import Anonymizer, Mode, Shape
 from firmware.detect.base import FaceDetector
 from firmware.frames import Detections, Frame, Image
 from firmware.hold import MaskHold
+
+if TYPE_CHECKING:
+    from firmware.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +77,41 @@ class AnonymizingStage:
         boxes = self.hold.update(dets.boxes, frame.t_ns)
         image = self.anonymizer.apply(frame.image, boxes) if len(boxes) else frame.image.copy()
         return Anonymized(frame, np.ascontiguousarray(image), dets, False, ms, boxes)
+
+
+def build_stage(
+    *,
+    model: Path | None = None,
+    threshold: float = 0.2,
+    detect_size: tuple[int, int] | None = None,
+    threads: int = 2,
+    timeout_s: float | None = None,
+    mode: Mode = "mosaic",
+    shape: Shape = "box",
+    mask_scale: float = 1.6,
+    hold_s: float = 0.5,
+) -> AnonymizingStage:
+    """Wire the real CenterFace detector, the anonymizer and the mask hold into one stage."""
+    from firmware.detect.centerface import CenterFace  # loads onnxruntime: only when asked
+
+    detector = CenterFace(
+        model, threshold=threshold, detect_size=detect_size, threads=threads, timeout_s=timeout_s
+    )
+    return AnonymizingStage(detector, Anonymizer(mode, shape, mask_scale), MaskHold(hold_s))
+
+
+def stage_from_config(config: Config) -> AnonymizingStage:
+    """The stage exactly as the service runs it (also used by snapshots and the preview tests)."""
+    d, a = config.detector, config.anonymizer
+    size = (d.detect_width, d.detect_height) if d.detect_width and d.detect_height else None
+    return build_stage(
+        model=d.model,
+        threshold=d.threshold,
+        detect_size=size,
+        threads=d.threads,
+        timeout_s=d.timeout_s,
+        mode=a.mode,
+        shape=a.shape,
+        mask_scale=a.mask_scale,
+        hold_s=a.hold_s,
+    )

@@ -8,7 +8,6 @@ atomically: a failed input leaves no file behind.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import av
 
 from firmware.anonymizing import AnonymizingStage
 from firmware.errors import InputError, UsageError
-from firmware.lookahead import Lookahead
+from firmware.lookahead import Lookahead, delay_frames
 from firmware.overlap import WriteBehind, read_ahead
 from firmware.video_out import VIDEO_SUFFIXES, VideoWriter
 
@@ -105,11 +104,6 @@ def blur_image(stage: AnonymizingStage, src: Path, dst: Path) -> BlurResult:
     )
 
 
-def lookahead_frames(stage: AnonymizingStage, fps: float) -> int:
-    """Frames to hold back: the mask hold's duration at the video's frame rate."""
-    return max(0, math.ceil(stage.hold.hold_s * fps)) if fps > 0 else 0
-
-
 def _audio_template(
     src: Path,
 ) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream] | None:
@@ -145,7 +139,7 @@ def blur_video(
                 WriteBehind(out.write) as encoder,
             ):
                 # hold back as many frames as the mask hold lasts, to mask faces walking in
-                lookahead = Lookahead(stage.anonymizer, lookahead_frames(stage, source.fps))
+                lookahead = Lookahead(stage.anonymizer, delay_frames(stage.hold.hold_s, source.fps))
                 # decode ahead and encode behind while the detector works on this frame
                 for done, frame in enumerate(read_ahead(source.frames()), start=1):
                     result = stage.process(frame)
@@ -184,27 +178,3 @@ def blur_file(
     if kind_of(src) == "image":
         return blur_image(stage, src, dst)
     return blur_video(stage, src, dst, keep_audio=keep_audio, progress=progress)
-
-
-def build_stage(
-    *,
-    model: Path | None = None,
-    threshold: float = 0.2,
-    detect_size: tuple[int, int] | None = None,
-    threads: int = 2,
-    mode: str = "mosaic",
-    shape: str = "box",
-    mask_scale: float = 1.6,
-    hold_s: float = 0.5,
-    check_hash: bool = True,
-) -> AnonymizingStage:
-    """Wire the real detector, anonymizer and mask hold into one stage."""
-    from firmware.anonymize import Anonymizer
-    from firmware.detect.centerface import CenterFace
-    from firmware.hold import MaskHold
-
-    detector = CenterFace(
-        model, threshold=threshold, detect_size=detect_size, threads=threads, check_hash=check_hash
-    )
-    anonymizer = Anonymizer(mode, shape, mask_scale)  # type: ignore[arg-type]
-    return AnonymizingStage(detector, anonymizer, MaskHold(hold_s))

@@ -132,7 +132,7 @@ def run_demo(
             config,
             drain_timeout_s=30.0,
             extra_sinks=(lambda result: writer.write(result.image),),
-            on_progress=(lambda stats, _depth: on_progress(stats.frames, total))
+            on_progress=(lambda stats: on_progress(stats.frames, total))
             if on_progress
             else None,
         )

@@ -126,6 +126,17 @@ class Detections:
         return Detections(self.array[self.array[:, 4] >= threshold])
 
 
+def grow_boxes(
+    boxes: NDArray[np.floating], factor: float | NDArray[np.floating]
+) -> NDArray[np.float32]:
+    """Boxes ``(N, 4)`` scaled about their centres by ``factor`` (a number, or ``(N, 1)``)."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    half = (b[:, 2:] - b[:, :2]) / 2 * np.asarray(factor, np.float32)
+    out: NDArray[np.float32] = np.concatenate([centre - half, centre + half], axis=1)
+    return out.astype(np.float32, copy=False)
+
+
 def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float32]:
     """Pairwise intersection over union of boxes ``a`` (N, 4) and ``b`` (M, 4) -> (N, M)."""
     a = np.asarray(a, np.float32).reshape(-1, 4)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.frames import iou_matrix
+from firmware.frames import grow_boxes, iou_matrix
 
 _NS = 1e9
 
@@ -101,12 +101,7 @@ class MaskHold:
         age = (t_ns - new_seen) / _NS
         keep = age <= self.hold_s
         held_idx = np.nonzero(keep & ~mem_matched)[0]
-        held = pred[held_idx]
-        if len(held):
-            g = 1.0 + self.growth * age[held_idx].astype(np.float32)[:, None]
-            c = (held[:, :2] + held[:, 2:]) / 2
-            half = (held[:, 2:] - held[:, :2]) / 2 * g
-            held = np.concatenate([c - half, c + half], axis=1).astype(np.float32)
+        held = grow_boxes(pred[held_idx], 1.0 + self.growth * age[held_idx][:, None])
 
         unmatched = det[det_match < 0]
         self._box = np.concatenate([new_box[keep], unmatched])[-self.max_faces :]

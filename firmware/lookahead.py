@@ -14,6 +14,7 @@ Knobs: ``delay`` frames of look-back (``hold_s * fps`` is a good match); ``growt
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 
 from firmware.anonymize import Anonymizer
 from firmware.anonymizing import Anonymized
-from firmware.frames import iou_matrix
+from firmware.frames import grow_boxes, iou_matrix
 
 _NS = 1e9
 
@@ -44,10 +45,9 @@ def _uncovered(dets: NDArray[np.float32], masks: NDArray[np.float32]) -> NDArray
     return kept
 
 
-def _grown(boxes: NDArray[np.float32], factor: float) -> NDArray[np.float32]:
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
-    return np.concatenate([c - half, c + half], axis=1).astype(np.float32)
+def delay_frames(hold_s: float, fps: float) -> int:
+    """Frames to hold back: the mask hold's duration at the source's frame rate."""
+    return max(0, math.ceil(hold_s * fps)) if fps > 0 else 0
 
 
 class Lookahead:
@@ -70,7 +70,7 @@ class Lookahead:
         if len(new):
             for older, extra in self._held:
                 dt = max(0.0, (result.frame.t_ns - older.frame.t_ns) / _NS)
-                extra.append(_grown(new, 1.0 + self.growth * dt))
+                extra.append(grow_boxes(new, 1.0 + self.growth * dt))
         self._held.append((result, []))
         out: list[Anonymized] = []
         while len(self._held) > self.delay:

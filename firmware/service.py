@@ -14,7 +14,6 @@ outbox (nothing is lost) and the run ends with exit 1 and a message saying so.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -33,17 +32,6 @@ if TYPE_CHECKING:
     from firmware.publish import Publisher
 
 logger = logging.getLogger(__name__)
-
-TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
-"""onnxruntime >= 1.29 on Linux ships Microsoft's 1DS telemetry, on by default: it writes a
-persistent device id and an event cache under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``
-and uploads process, model and error events to mobile.events.data.microsoft.com. A device that
-promises that nothing but counts leaves it must opt out before the first inference session; the
-variable is read once per process (a user's explicit value is kept)."""
-
-
-def disable_runtime_telemetry() -> None:
-    os.environ.setdefault(TELEMETRY_OPT_OUT, "1")
 
 
 @dataclass(frozen=True)
@@ -81,7 +69,7 @@ class Service:
         connect_timeout_s: float = 5.0,
         epoch_ns: int | None = None,
         extra_sinks: tuple[Sink, ...] = (),
-        on_progress: Callable[[LoopStats, int], None] | None = None,
+        on_progress: Callable[[LoopStats], None] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -166,12 +154,10 @@ class Service:
 
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
-        disable_runtime_telemetry()  # before onnxruntime is imported and its session created
-        from firmware.anonymize import Anonymizer
-        from firmware.anonymizing import AnonymizingStage
+        # onnxruntime's telemetry is already off: importing firmware opted this process out.
+        from firmware.anonymizing import stage_from_config
         from firmware.count import LineCounter
-        from firmware.detect.centerface import CenterFace
-        from firmware.hold import MaskHold
+        from firmware.lookahead import Lookahead, delay_frames
         from firmware.outbox import Outbox
         from firmware.pipeline import run as run_loop
         from firmware.publish import Publisher
@@ -190,23 +176,7 @@ class Service:
                 f"{cfg.state_dir}: cannot create the state directory ({exc.strerror})",
                 hint="set state_dir to a writable directory (--state-dir)",
             ) from None
-        detect_size = (
-            (cfg.detector.detect_width, cfg.detector.detect_height)
-            if cfg.detector.detect_width and cfg.detector.detect_height
-            else None
-        )
-        detector = CenterFace(
-            cfg.detector.model,
-            threshold=cfg.detector.threshold,
-            detect_size=detect_size,
-            threads=cfg.detector.threads,
-            timeout_s=cfg.detector.timeout_s,
-        )
-        stage = AnonymizingStage(
-            detector,
-            Anonymizer(cfg.anonymizer.mode, cfg.anonymizer.shape, cfg.anonymizer.mask_scale),
-            MaskHold(cfg.anonymizer.hold_s),
-        )
+        stage = stage_from_config(cfg)
         outbox = Outbox(
             cfg.state_dir / "outbox.sqlite3",
             max_rows=cfg.outbox.max_rows,
@@ -275,11 +245,13 @@ class Service:
             notifier.ready(f"counting on {source.describe()}")
 
             running = publisher
+            windows_seen = 0
 
             def on_frame(stats: LoopStats) -> None:
+                nonlocal windows_seen
                 notifier.watchdog()
-                if stats.windows_closed != on_frame.windows:  # type: ignore[attr-defined]
-                    on_frame.windows = stats.windows_closed  # type: ignore[attr-defined]
+                if stats.windows_closed != windows_seen:
+                    windows_seen = stats.windows_closed
                     running.wake()
                 with self._counter_lock:
                     pending, self._pending_counter = self._pending_counter, None
@@ -288,13 +260,9 @@ class Service:
                     # the side they started on, so a crossing in progress still counts once.
                     counter.swap(LineCounter(pending, width, height))
                 if self.on_progress is not None:
-                    self.on_progress(stats, outbox.stats().depth)
+                    self.on_progress(stats)
 
-            on_frame.windows = 0  # type: ignore[attr-defined]
-            from firmware.blur import lookahead_frames
-            from firmware.lookahead import Lookahead
-
-            lookahead = Lookahead(stage.anonymizer, lookahead_frames(stage, source.fps))
+            lookahead = Lookahead(stage.anonymizer, delay_frames(cfg.anonymizer.hold_s, source.fps))
             run_loop(
                 source,
                 stage,

@@ -15,17 +15,16 @@ head) but saw in the frames before stays covered. More frames cost one detection
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.anonymizing import Anonymized, AnonymizingStage
+from firmware.anonymizing import Anonymized, AnonymizingStage, stage_from_config
 from firmware.config import Config, CounterConfig
 from firmware.errors import OutputError, SourceError, UsageError
 from firmware.jpeg import encode_jpeg
-from firmware.lookahead import Lookahead
+from firmware.lookahead import Lookahead, delay_frames
 from firmware.overlay import draw_counter
 
 logger = logging.getLogger(__name__)
@@ -45,20 +44,6 @@ class Snapshot:
     faces: int
     failed: bool
     frames: int
-
-
-def build_stage(config: Config) -> AnonymizingStage:
-    """The real detector, anonymizer and mask hold, configured exactly as the service runs them."""
-    from firmware.anonymize import Anonymizer
-    from firmware.detect.centerface import CenterFace
-    from firmware.hold import MaskHold
-
-    d, a = config.detector, config.anonymizer
-    size = (d.detect_width, d.detect_height) if d.detect_width and d.detect_height else None
-    detector = CenterFace(
-        d.model, threshold=d.threshold, detect_size=size, threads=d.threads, timeout_s=d.timeout_s
-    )
-    return AnonymizingStage(detector, Anonymizer(a.mode, a.shape, a.mask_scale), MaskHold(a.hold_s))
 
 
 def render(result: Anonymized, counter: CounterConfig, *, quality: int = DEFAULT_QUALITY) -> bytes:
@@ -84,13 +69,13 @@ def capture(
 
     if frames < 1:
         raise UsageError(f"frames must be at least 1, got {frames}", hint="use --frames 1 or more")
-    stage = stage if stage is not None else build_stage(config)
+    stage = stage if stage is not None else stage_from_config(config)
     last: Anonymized | None = None
     count = 0
     with open_source(config.source) as source:
         # Read `delay` frames past the snapshot frame so a face walking in is masked too
         # (firmware.lookahead); a source that ends early releases what it has.
-        delay = max(0, math.ceil(stage.hold.hold_s * source.fps))
+        delay = delay_frames(stage.hold.hold_s, source.fps)
         lookahead = Lookahead(stage.anonymizer, delay)
         for frame in source.frames():
             released = lookahead.push(stage.process(frame))

@@ -89,7 +89,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from firmware.blur import blur_file, build_stage, plan
+    from firmware.anonymizing import build_stage
+    from firmware.blur import blur_file, plan
     from firmware.errors import AnoncamError, UsageError
 
     if args.hold < 0 or args.threads < 1:

@@ -51,7 +51,6 @@ from firmware.hold import MaskHold
 from firmware.outbox import Outbox
 from firmware.pipeline import LoopStats, WallClock
 from firmware.pipeline import run as run_loop
-from firmware.service import disable_runtime_telemetry
 from firmware.sources.synthetic import Crossing, SyntheticScene
 from firmware.track import Tracker, TrackUpdate
 from firmware.windows import WindowAggregator
@@ -326,7 +325,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    disable_runtime_telemetry()  # as the service does: onnxruntime would phone home otherwise
     width, height = args.frame
     detect_size = args.detect_size
     if detect_size is not None and detect_size[0] >= width and detect_size[1] >= height:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.blur import build_stage
+from firmware.anonymizing import build_stage
 from firmware.config import CounterConfig, TrackerConfig
 from firmware.count import LineCounter
 from firmware.outbox import Outbox

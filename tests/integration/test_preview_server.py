@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from firmware.anonymizing import AnonymizingStage
+from firmware.anonymizing import AnonymizingStage, stage_from_config
 from firmware.config import CounterConfig, PreviewConfig, from_dict, load
 from firmware.detect.centerface import CenterFace
 from firmware.errors import ConfigError
@@ -26,7 +26,6 @@ from firmware.frames import Frame, iou_matrix
 from firmware.jpeg import decode_jpeg
 from firmware.preview import PreviewHub, PreviewServer
 from firmware.preview.server import CSP, requires_token
-from firmware.snapshot import build_stage
 from tests.support.faces import FACES, load_bgr
 
 pytestmark = pytest.mark.integration
@@ -110,7 +109,7 @@ def detector() -> CenterFace:
 
 @pytest.fixture(scope="module")
 def stage() -> AnonymizingStage:
-    return build_stage(from_dict({}))
+    return stage_from_config(from_dict({}))
 
 
 def face_free(detector: CenterFace, served: dict[int, bytes]) -> None:

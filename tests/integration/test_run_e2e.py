@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from firmware import contract
-from firmware.service import TELEMETRY_OPT_OUT
 from tests.support.mosquitto import Broker, make_broker
 from tests.support.scenes import (
     BUSY_DOOR,
@@ -200,7 +199,7 @@ def quiet_run(door: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Itera
     state = var / "anoncam"
     env = child_env(HOME=str(home), TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1")
     for key in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME",
-                TELEMETRY_OPT_OUT):
+                "ORT_DISABLE_TELEMETRY"):
         env.pop(key, None)  # the run must keep quiet by itself
     trace = base / "strace.txt" if _strace_works() else None
     prefix: list[str] = []
