@@ -13,12 +13,11 @@ because a Pi streams it over Wi-Fi many times a second.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import av
 import numpy as np
 
-from firmware.frames import Image, check_image
+from firmware.frames import Image
+from firmware.sources.image_io import encode_jpeg_qscale
 
 DEFAULT_QUALITY = 85
 
@@ -32,23 +31,7 @@ def qscale_for(quality: int) -> int:
 
 def encode_jpeg(image: Image, quality: int = DEFAULT_QUALITY) -> bytes:
     """Encode a BGR uint8 ``(H, W, 3)`` image as JPEG bytes (full-range YUV 4:2:0)."""
-    check_image(image)
-    q = qscale_for(quality)
-    h, w = image.shape[:2]
-    ctx = av.CodecContext.create("mjpeg", "w")
-    ctx.width = w
-    ctx.height = h
-    # yuvj420p is the full-range (JPEG) variant; plain yuv420p would be encoded as TV range and
-    # look washed out in every viewer.
-    ctx.pix_fmt = "yuvj420p"
-    ctx.time_base = Fraction(1, 25)
-    ctx.qmin = q
-    ctx.qmax = q
-    ctx.options = {"flags": "+bitexact"}  # no "Lavc..." comment segment in the file
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-    packets = ctx.encode(frame.reformat(format="yuvj420p"))
-    packets += ctx.encode(None)
-    return b"".join(bytes(p) for p in packets)
+    return encode_jpeg_qscale(image, qscale_for(quality))
 
 
 def decode_jpeg(data: bytes) -> Image:

@@ -11,6 +11,7 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -62,28 +63,34 @@ def jpeg_qscale(quality: int) -> int:
     return int(min(31, max(1, round(factor * 12.5))))
 
 
+def encode_jpeg_qscale(image: Image, qscale: int) -> bytes:
+    """JPEG bytes of a BGR image at FFmpeg's quantizer scale ``qscale`` (1 best .. 31), full-range
+    4:2:0 (what every viewer expects; odd sizes are fine), with no metadata at all."""
+    q = str(qscale)
+    # bitexact drops the "Lavc..." comment segment: the file carries pixels and nothing else.
+    return _encode(image, "mjpeg", "yuvj420p", {"qmin": q, "qmax": q, "flags": "+bitexact"})
+
+
 def encode_image(image: Image, suffix: str, *, quality: int = 92) -> bytes:
     """Encode a BGR image as PNG or JPEG bytes (by ``suffix``), without any metadata."""
-    check_image(image)
     suffix = suffix.lower()
-    h, w = image.shape[:2]
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
     if suffix == ".png":
-        ctx = av.CodecContext.create("png", "w")
-        pix_fmt = "rgb24"
-    elif suffix in (".jpg", ".jpeg"):
-        ctx = av.CodecContext.create("mjpeg", "w")
-        # Full-range 4:2:0 is what every JPEG viewer expects; odd sizes are fine for mjpeg.
-        pix_fmt = "yuvj420p"
-        q = str(jpeg_qscale(quality))
-        # bitexact drops the "Lavc..." comment segment: the file carries pixels and nothing else.
-        ctx.options = {"qmin": q, "qmax": q, "flags": "+bitexact"}
-    else:
-        raise OutputError(
-            f"cannot write images of type {suffix!r}", hint="use a .jpg, .jpeg or .png file name"
-        )
+        return _encode(image, "png", "rgb24", {})
+    if suffix in (".jpg", ".jpeg"):
+        return encode_jpeg_qscale(image, jpeg_qscale(quality))
+    raise OutputError(
+        f"cannot write images of type {suffix!r}", hint="use a .jpg, .jpeg or .png file name"
+    )
+
+
+def _encode(image: Image, codec: str, pix_fmt: str, options: dict[str, str]) -> bytes:
+    check_image(image)
+    h, w = image.shape[:2]
+    ctx: Any = av.CodecContext.create(codec, "w")  # PyAV types the base class only
     ctx.width, ctx.height, ctx.pix_fmt = w, h, pix_fmt
     ctx.time_base = Fraction(1, 1)
+    ctx.options = options
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
     frame = frame.reformat(format=pix_fmt)
     frame.pts = 0
     packets = list(ctx.encode(frame)) + list(ctx.encode(None))
