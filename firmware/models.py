@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.errors import ModelError
+from firmware.fsutil import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -296,14 +297,6 @@ def fetch(
             f"the optimized model's SHA-256 {digest} does not match the manifest ({s.sha256})",
             hint="the 'onnx' package serialized it differently; report this with 'pip show onnx'",
         )
-    partial = target.with_suffix(target.suffix + ".partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise ModelError(
-            f"{target}: cannot write model ({exc})", hint="free disk space or pass another --dest"
-        ) from None
+    write_atomic(target, data, mode=0o644)
     logger.info("wrote %s (%d bytes, sha256 %s)", target, len(data), digest)
     return target

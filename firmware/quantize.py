@@ -41,7 +41,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +53,7 @@ from numpy.typing import NDArray
 
 from firmware.errors import InputError, ModelError
 from firmware.frames import Image
+from firmware.fsutil import write_atomic
 from firmware.models import (
     check_signature,
     default_model_path,
@@ -70,8 +70,17 @@ CALIBRATION_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (320, 256))
 """Each calibration image is fed fitted into each of these (the full and the fast detect size)."""
 
 BACKGROUNDS: tuple[str, ...] = (
-    "retina.jpg", "horse.png", "motorcycle_left.png", "motorcycle_right.png", "ihc.png",
-    "cell.png", "color.png", "clock_motion.png", "logo.png", "phantom.png", "chessboard_RGB.png",
+    "retina.jpg",
+    "horse.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "ihc.png",
+    "cell.png",
+    "color.png",
+    "clock_motion.png",
+    "logo.png",
+    "phantom.png",
+    "chessboard_RGB.png",
 )
 """scikit-image pictures no test uses (see the module docstring)."""
 
@@ -135,8 +144,11 @@ def _paste_face(canvas: Image, face: NDArray[np.uint8], rng: np.random.Generator
     y = int(rng.integers(0, h - fh))
     yy, xx = np.ogrid[:fh, :fw]
     inside = ((xx + 0.5 - fw / 2) / (fw / 2)) ** 2 + ((yy + 0.5 - fh / 2) / (fh / 2)) ** 2 <= 1.0
-    np.copyto(canvas[y : y + fh, x : x + fw], np.clip(scaled, 0, 255).astype(np.uint8),
-              where=inside[:, :, None])
+    np.copyto(
+        canvas[y : y + fh, x : x + fw],
+        np.clip(scaled, 0, 255).astype(np.uint8),
+        where=inside[:, :, None],
+    )
 
 
 def builtin_calibration_images(count: int = 24, *, seed: int = 0) -> list[Image]:
@@ -152,8 +164,10 @@ def builtin_calibration_images(count: int = 24, *, seed: int = 0) -> list[Image]
     data = _skimage_data()
     lfw_path = data / "lfw_subset.npy"
     if not lfw_path.is_file():
-        raise ModelError(f"{lfw_path}: missing from the installed scikit-image",
-                         hint="reinstall it: pip install --force-reinstall scikit-image")
+        raise ModelError(
+            f"{lfw_path}: missing from the installed scikit-image",
+            hint="reinstall it: pip install --force-reinstall scikit-image",
+        )
     # The file holds 100 faces, then 100 non-faces; only the faces are pasted.
     faces = np.clip(np.load(lfw_path, allow_pickle=False)[:100] * 255.0 + 0.5, 0, 255)
     faces = faces.astype(np.uint8)
@@ -176,8 +190,10 @@ def folder_calibration_images(folder: Path, limit: int = 64) -> list[Image]:
         raise InputError(f"{folder}: not a directory", hint="pass a folder of JPEG or PNG frames")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f"{folder}: no JPEG or PNG images in it",
-                         hint="put a few dozen camera stills (.jpg/.png) in the folder")
+        raise InputError(
+            f"{folder}: no JPEG or PNG images in it",
+            hint="put a few dozen camera stills (.jpg/.png) in the folder",
+        )
     if len(files) > limit:
         picks = np.linspace(0, len(files) - 1, limit).round().astype(int)
         files = [files[i] for i in picks]
@@ -206,8 +222,9 @@ def _imports() -> tuple[Any, Any, Any]:
         import onnxruntime
         from onnxruntime import quantization
     except ImportError as exc:
-        raise ModelError(f"quantizing needs the 'onnx' and 'onnxruntime' packages ({exc})",
-                         hint=_DEV_HINT) from None
+        raise ModelError(
+            f"quantizing needs the 'onnx' and 'onnxruntime' packages ({exc})", hint=_DEV_HINT
+        ) from None
     return onnx, onnxruntime, quantization
 
 
@@ -250,8 +267,9 @@ def quantize(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelError(f"{target.parent}: cannot create the folder ({exc})",
-                         hint="pass a writable -o FILE") from None
+        raise ModelError(
+            f"{target.parent}: cannot create the folder ({exc})", hint="pass a writable -o FILE"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="anoncam-quantize-") as tmp:
         opset13 = Path(tmp) / "opset13.onnx"
         prepared = Path(tmp) / "prepared.onnx"
@@ -259,28 +277,30 @@ def quantize(
         model = onnx.version_converter.convert_version(onnx.load(str(src.path)), OPSET)
         onnx.save(model, str(opset13))
         q.quant_pre_process(str(opset13), str(prepared), skip_symbolic_shape=True)
-        logger.info("calibrating on %d inputs (%d images x %d sizes)",
-                    len(blobs), len(calibration), len(sizes))
+        logger.info(
+            "calibrating on %d inputs (%d images x %d sizes)",
+            len(blobs),
+            len(calibration),
+            len(sizes),
+        )
         q.quantize_static(
-            str(prepared), str(quantized), _Reader(),
-            quant_format=q.QuantFormat.QDQ, per_channel=True,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            str(prepared),
+            str(quantized),
+            _Reader(),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
             calibrate_method=q.CalibrationMethod.MinMax,
         )
         check_signature(quantized, src.spec)
-        partial = target.with_name(f".{target.name}.partial")
-        try:
-            partial.write_bytes(quantized.read_bytes())
-            os.replace(partial, target)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise ModelError(f"{target}: cannot write the int8 model ({exc})",
-                             hint="free disk space or pass another -o FILE") from None
+        write_atomic(target, quantized.read_bytes(), mode=0o644)
     digest = sha256_file(target)
     # The manifest pins the fp32 file; a derived model carries its own hash next to it, so
     # `--model` can still refuse a corrupted or swapped copy.
     write_sidecar_hash(target, digest)
     seconds = time.perf_counter() - start
-    logger.info("wrote %s (%d bytes, sha256 %s) in %.1f s", target, target.stat().st_size,
-                digest, seconds)
+    logger.info(
+        "wrote %s (%d bytes, sha256 %s) in %.1f s", target, target.stat().st_size, digest, seconds
+    )
     return QuantizedModel(target, digest, target.stat().st_size, src.path, len(blobs), seconds)

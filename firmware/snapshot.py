@@ -15,14 +15,13 @@ head) but saw in the frames before stays covered. More frames cost one detection
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware import fsutil
 from firmware.anonymizing import Anonymized, AnonymizingStage, stage_from_config
 from firmware.config import Config, CounterConfig
-from firmware.errors import OutputError, SourceError, UsageError
+from firmware.errors import SourceError, UsageError
 from firmware.jpeg import encode_jpeg
 from firmware.lookahead import Lookahead, delay_frames
 from firmware.overlay import draw_counter
@@ -110,26 +109,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename: never a partial JPEG."""
     if path.suffix.lower() not in JPEG_SUFFIXES:
         raise UsageError(f"{path}: a snapshot is a JPEG file", hint="name the output FILE.jpg")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".partial")
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot create the file ({exc.strerror or exc})",
-            hint="check that the directory exists and is writable",
-        ) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a snapshot is meant to be copied off and viewed
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(
-            f"{path}: cannot write the snapshot ({exc.strerror or exc})",
-            hint="free disk space or choose another output path",
-        ) from None
+    # 0644: a snapshot is meant to be copied off and viewed
+    fsutil.write_atomic(path, data, mode=0o644)
     logger.info("wrote snapshot %s (%d bytes)", path, len(data))

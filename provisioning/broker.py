@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.errors import UsageError
+from firmware.fsutil import write_atomic
 from provisioning import certs, mosquitto
 from provisioning.credentials import Secret, SecretStore
-from provisioning.fsutil import write_atomic
 from provisioning.inventory import LoadedInventory
 
 logger = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from typing import Any
 
 from firmware import __version__
 from firmware.errors import InputError, ModelError, OutputError, UsageError
-from provisioning.fsutil import write_atomic
+from firmware.fsutil import write_atomic
 
 logger = logging.getLogger(__name__)
 

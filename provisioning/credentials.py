@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.errors import OutputError
-from provisioning.fsutil import write_atomic
+from firmware.fsutil import write_atomic
 
 logger = logging.getLogger(__name__)
 

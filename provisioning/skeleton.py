@@ -7,8 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 from firmware.errors import OutputError, UsageError
+from firmware.fsutil import write_atomic
 from provisioning import inventory
-from provisioning.fsutil import write_atomic
 
 INVENTORY_NAME = "inventory.toml"
 

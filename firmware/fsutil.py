@@ -1,4 +1,8 @@
-"""Atomic file writes with an exact mode, skipping files whose content is already right."""
+"""Atomic file writes with an exact mode, skipping files whose content is already right.
+
+Shared by everything that writes a whole file at once: models, snapshots, provisioning's
+secrets and card files. (Streams, such as videos and the support bundle, write their own
+temporary file and rename it the same way.)"""
 
 from __future__ import annotations
 
