@@ -9,11 +9,11 @@ from typing import Any
 
 from firmware.diagnostics.base import Context, Host
 from firmware.diagnostics.power import (
-    _vcgencmd_broken,
     decode_throttled,
     parse_measure_temp,
     parse_throttled,
     read_thermal_zone,
+    vcgencmd_unusable,
 )
 
 
@@ -21,7 +21,7 @@ def read(host: Host, ctx: Context) -> dict[str, Any]:
     """``{"cpu_temp_c": float | None, "throttling": dict | None}`` (schema names)."""
     temp: float | None = None
     result = host.command("vcgencmd", "measure_temp", timeout=2.0)
-    if result is not None and not _vcgencmd_broken(result):
+    if result is not None and not vcgencmd_unusable(result):
         try:
             temp = parse_measure_temp(result.stdout)
         except ValueError:
@@ -31,7 +31,7 @@ def read(host: Host, ctx: Context) -> dict[str, Any]:
         temp = zone[0] if zone else None
     throttling: dict[str, Any] | None = None
     result = host.command("vcgencmd", "get_throttled", timeout=2.0)
-    if result is not None and not _vcgencmd_broken(result):
+    if result is not None and not vcgencmd_unusable(result):
         try:
             t = decode_throttled(parse_throttled(result.stdout))
             throttling = {"raw": t.raw, **t.flags}

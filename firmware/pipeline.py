@@ -50,10 +50,12 @@ class LoopStats:
     last_wall_ns: int = 0
     storage_errors: int = 0
 
-    def as_health(self) -> dict[str, float | int]:
+    def as_health(self) -> dict[str, float | int | None]:
+        """The loop's figures under the health schema's names (None before the first frame)."""
+        started = self.frames > 0
         return {
-            "fps": round(self.fps_ewma, 2),
-            "detector_ms": round(self.detect_ms_ewma, 2),
+            "fps": round(self.fps_ewma, 2) if started else None,
+            "detector_latency_ms": round(self.detect_ms_ewma, 2) if started else None,
             "frames": self.frames,
             "dropped_frames": self.dropped,
             "failed_frames": self.failed_frames,

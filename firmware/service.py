@@ -109,12 +109,7 @@ class Service:
     # ------------------------------------------------------------------ health
     def _health(self) -> dict[str, Any]:
         figures: dict[str, Any] = {
-            "fps": round(self.stats.fps_ewma, 2) if self.stats.frames else None,
-            "detector_latency_ms": (
-                round(self.stats.detect_ms_ewma, 2) if self.stats.frames else None
-            ),
-            "dropped_frames": self.stats.dropped,
-            "failed_frames": self.stats.failed_frames,
+            **self.stats.as_health(),
             "camera": self._camera_state,
             "cpu_temp_c": None,
             "throttling": None,

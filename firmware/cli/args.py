@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def size(text: str) -> tuple[int, int]:
@@ -17,7 +18,9 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def floats(count: int) -> argparse._StoreAction | object:
+def floats(count: int) -> Callable[[str], tuple[float, ...]]:
+    """A parser for ``count`` comma-separated normalized coordinates (0..1)."""
+
     def parse(text: str) -> tuple[float, ...]:
         try:
             values = tuple(float(v) for v in text.split(","))

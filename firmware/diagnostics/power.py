@@ -104,7 +104,7 @@ def _throttle_hint(t: Throttle) -> str:
     return "; ".join(hints)
 
 
-def _vcgencmd_broken(result: CommandResult) -> bool:
+def vcgencmd_unusable(result: CommandResult) -> bool:
     return not result.ok or "VCHI initialization failed" in result.stdout + result.stderr
 
 
@@ -119,7 +119,7 @@ def check_throttling(ctx: Context) -> Check:
                 "install it: sudo apt install raspi-utils (libraspberrypi-bin on older releases)",
             )
         return skip(name, "no vcgencmd: not a Raspberry Pi, no firmware throttling flags to read")
-    if _vcgencmd_broken(result):
+    if vcgencmd_unusable(result):
         return warn(
             name, f"vcgencmd get_throttled failed: {result.first_error_line()}",
             _HINT_VCGENCMD_ACCESS,
@@ -188,7 +188,7 @@ def check_temperature(ctx: Context) -> Check:
     reading: tuple[float, str] | None = None
     note = ""
     result = ctx.host.command("vcgencmd", "measure_temp")
-    if result is not None and not _vcgencmd_broken(result):
+    if result is not None and not vcgencmd_unusable(result):
         try:
             reading = (parse_measure_temp(result.stdout), "vcgencmd measure_temp")
         except ValueError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -11,20 +10,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from firmware.demo_broker import free_port, mosquitto_path
 
 
 def mosquitto_binary() -> str:
-    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    raise RuntimeError(
-        "mosquitto not installed: run 'apt-get install mosquitto' (bash .ci/run does)"
-    )
+    path = mosquitto_path()
+    if path is None:
+        raise RuntimeError(
+            "mosquitto not installed: run 'apt-get install mosquitto' (bash .ci/run does)"
+        )
+    return path
 
 
 @dataclass

@@ -281,7 +281,8 @@
   const LABELS = {
     entries: 'Entries', exits: 'Exits', occupancy: 'Inside now', visitors: 'Visitors',
     dwell_s: 'Dwell (s)', fps: 'Frames / s', detect_ms: 'Detection (ms)',
-    detector_ms: 'Detection (ms)', dropped: 'Dropped frames', outbox_depth: 'Unsent windows',
+    detector_latency_ms: 'Detection (ms)', dropped_frames: 'Dropped frames',
+    outbox_depth: 'Unsent windows',
     cpu_temp_c: 'CPU °C', throttled: 'Throttled', camera: 'Camera', window_start: 'Window start',
   };
 
