@@ -57,7 +57,16 @@ class FrameSource(Protocol):
 
 
 class SourceBase:
-    """Shared context-manager plumbing for the implementations (not part of the protocol)."""
+    """Shared plumbing for the implementations (not part of the protocol): context manager, and
+    the defaults of a recorded source (not live, never drops); the camera overrides both."""
+
+    @property
+    def live(self) -> bool:
+        return False
+
+    @property
+    def dropped(self) -> int:
+        return 0
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass

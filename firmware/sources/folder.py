@@ -82,14 +82,6 @@ class ImageFolderSource(SourceBase):
         return self._fps
 
     @property
-    def live(self) -> bool:
-        return False
-
-    @property
-    def dropped(self) -> int:
-        return 0
-
-    @property
     def frame_count(self) -> int:
         return len(self.paths)
 

@@ -696,14 +696,6 @@ class SyntheticScene(SourceBase):
         return self._rate
 
     @property
-    def live(self) -> bool:
-        return False
-
-    @property
-    def dropped(self) -> int:
-        return 0
-
-    @property
     def frame_count(self) -> int:
         return self._frame_count
 

@@ -129,14 +129,6 @@ class VideoFileSource(SourceBase):
     def has_audio(self) -> bool:
         return self._has_audio
 
-    @property
-    def live(self) -> bool:
-        return False
-
-    @property
-    def dropped(self) -> int:
-        return 0
-
     def describe(self) -> str:
         w, h = self._size
         return f"video file {self.path} ({w}x{h}, {self.fps:.3g} fps, {self._codec_name})"
