@@ -38,20 +38,44 @@ for months cannot). Only numbers leave: :class:`~firmware.events.FrameCounts` ha
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.config import CounterConfig
+from firmware.config.settings import CounterConfig
 from firmware.errors import ConfigError
-from firmware.events import FrameCounts
 from firmware.track import Track, TrackUpdate
 
 logger = logging.getLogger(__name__)
 
 _NS_PER_S = 1_000_000_000
 _OUTSIDE, _UNKNOWN, _INSIDE = -1, 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCounts:
+    """Counts observed in one frame.
+
+    ``t_ns``: the frame's timestamp (media time for files, wall clock for live sources).
+    ``entries`` / ``exits``: line crossings completed in this frame.
+    ``occupancy``: confirmed tracks currently on the inside of the line (or in the zones).
+    ``new_visitors``: tracks confirmed in this frame (each track counts once, ever).
+    ``dwell_s``: dwell times of tracks that ended in this frame, in seconds.
+    ``zone_occupancy``: per zone name, confirmed tracks inside it now.
+    ``dropped``: frames the source dropped since the previous observation.
+    """
+
+    t_ns: int
+    entries: int = 0
+    exits: int = 0
+    occupancy: int = 0
+    new_visitors: int = 0
+    dwell_s: tuple[float, ...] = ()
+    zone_occupancy: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
 
 
 class LineCounter:
@@ -232,3 +256,31 @@ class _Zones:
         per_zone = np.add.reduceat(crossings, self._starts, axis=1)
         inside = (per_zone % 2) == 1
         return dict(zip(self.names, inside.sum(axis=0).tolist(), strict=True))
+
+
+class SwitchableCounter:
+    """A :class:`LineCounter` whose line can be replaced from another thread (the preview page).
+
+    :meth:`request` only records the new line; the frame loop's next :meth:`update` applies it,
+    so a switch always falls between two frames. The new line gets a fresh counter: tracks already
+    in view are adopted with the side they started on, so a crossing in progress still counts once.
+    """
+
+    def __init__(self, config: CounterConfig, frame_width: int, frame_height: int) -> None:
+        self._size = (frame_width, frame_height)
+        self._counter = LineCounter(config, frame_width, frame_height)
+        self._pending: CounterConfig | None = None
+        self._lock = threading.Lock()
+
+    def request(self, config: CounterConfig) -> None:
+        """Switch to ``config`` from the next frame on (thread safe)."""
+        with self._lock:
+            self._pending = config
+        logger.info("counting line changed; applied from the next frame")
+
+    def update(self, u: TrackUpdate, t_ns: int) -> FrameCounts:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._counter = LineCounter(pending, *self._size)
+        return self._counter.update(u, t_ns)

@@ -1,4 +1,4 @@
-"""Atomic file writes with an exact mode, skipping files whose content is already right.
+"""Atomic file writes with an exact mode (skipping files already right), and file hashes.
 
 Shared by everything that writes a whole file at once: models, snapshots, provisioning's
 secrets and card files. (Streams, such as videos and the support bundle, write their own
@@ -6,6 +6,8 @@ temporary file and rename it the same way.)"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import secrets
 import stat
@@ -14,22 +16,28 @@ from pathlib import Path
 from firmware.errors import OutputError
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o644, what: str = "", make_parents: bool = True
+) -> bool:
     """Write ``data`` to ``path`` via a temp file created with ``mode``; return True if it changed.
 
     The temp file is created with the final mode, so a secret is never briefly world-readable,
     and renamed over the target, so a crash leaves the old or the new file, never half of one.
     An identical file is left untouched (mode fixed if needed), which keeps re-runs idempotent.
+    ``what`` names the kind of file in errors ("image"); ``make_parents=False`` refuses a missing
+    folder instead of creating it (a user's typo in an output path should not grow a tree).
     """
+    label = f"cannot write {what}".rstrip()
     try:
         if path.is_file() and path.read_bytes() == data:
             if stat.S_IMODE(path.stat().st_mode) != mode:
                 os.chmod(path, mode)
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(
-            f"{path}: cannot write ({exc.strerror})", hint="check the folder exists and is writable"
+            f"{path}: {label} ({exc.strerror})", hint="check the folder exists and is writable"
         ) from None
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -41,9 +49,19 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
         os.chmod(tmp, mode)  # the umask may have narrowed it
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even this
+            tmp.unlink(missing_ok=True)
         raise OutputError(
-            f"{path}: cannot write ({exc.strerror})",
-            hint="check free space and permissions of the folder",
+            f"{path}: {label} ({exc.strerror})",
+            hint="check that the folder exists, is writable and the disk is not full",
         ) from None
     return True
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (models and bundles are large)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import quote
 
 from firmware.contract import merge_counts
 from firmware.errors import StorageError
@@ -61,6 +62,16 @@ from firmware.errors import StorageError
 logger = logging.getLogger(__name__)
 
 _APPLICATION_ID: Final = 0x616E6362  # "ancb": marks the file as an anoncam outbox
+
+OUTBOX_FILENAME: Final = "outbox.sqlite3"
+"""The outbox's file name inside the device's ``state_dir``."""
+
+
+def outbox_path(state_dir: Path) -> Path:
+    """Where the device keeps its outbox."""
+    return Path(state_dir) / OUTBOX_FILENAME
+
+
 _USER_VERSION: Final = 1
 _MERGE_CHUNK: Final = 1000  # rows read per merge step: bounds memory when a big cut is needed
 _KIND: Final = "counts"
@@ -376,25 +387,10 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         with self._lock:
-            conn = self._db()
             try:
-                depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-                oldest = conn.execute("SELECT MIN(created_s) FROM outbox").fetchone()[0]
-                merged_total = self._meta(conn, "merged_total")
-                next_seq = self._meta(conn, "next_seq")
+                return _read_stats(self._db(), self._path)
             except sqlite3.Error as exc:
                 raise _error(self._path, exc, "reading statistics") from exc
-        size = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                size += os.stat(f"{self._path}{suffix}").st_size
-        return OutboxStats(
-            depth=depth,
-            oldest_created_s=None if oldest is None else float(oldest),
-            merged_total=merged_total,
-            next_seq=next_seq,
-            db_bytes=size,
-        )
 
     def close(self) -> None:
         """Close the database (idempotent). Later calls raise StorageError."""
@@ -498,3 +494,39 @@ class Outbox:
         )
         conn.execute("UPDATE meta SET value = value + ? WHERE key = 'merged_total'", (len(gone),))
         return len(gone)
+
+
+def _read_stats(conn: sqlite3.Connection, path: Path) -> OutboxStats:
+    """The statistics, from an open connection (the one SQL for them, writer and reader alike)."""
+    depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    oldest = conn.execute("SELECT MIN(created_s) FROM outbox").fetchone()[0]
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    size = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            size += os.stat(f"{path}{suffix}").st_size
+    return OutboxStats(
+        depth=depth,
+        oldest_created_s=None if oldest is None else float(oldest),
+        merged_total=int(meta.get("merged_total", 0)),
+        next_seq=int(meta.get("next_seq", 1)),
+        db_bytes=size,
+    )
+
+
+def read_stats(path: Path) -> OutboxStats:
+    """An outbox's statistics read without writing anything (diagnostics, support bundle), while
+    the service may hold it open.
+
+    Raises :class:`sqlite3.Error` (busy, corrupt, not a database) and :class:`ValueError` when the
+    file is a database but not an anoncam outbox.
+    """
+    uri = f"file:{quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=2.0)
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != _APPLICATION_ID:
+            raise ValueError(f"application_id {app_id:#x}, expected {_APPLICATION_ID:#x}")
+        return _read_stats(conn, path)
+    finally:
+        conn.close()

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.config import TrackerConfig
-from firmware.frames import Detections, iou_matrix
+from firmware.boxes import greedy_pairs, iou_matrix
+from firmware.config.settings import TrackerConfig
+from firmware.frames import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class Tracker:
         ratio = trk_size[:, None] / det_size[None, :]
         near = (dist < gate) & (ratio < MAX_SIZE_RATIO) & (ratio > 1.0 / MAX_SIZE_RATIO)
         score = np.where(overlap, 1.0 + iou, np.where(near, 1.0 - dist / gate, 0.0))
-        return _greedy(score, overlap | near)
+        return greedy_pairs(score, overlap | near)
 
     def _correct(
         self,
@@ -389,29 +390,3 @@ class Tracker:
                 strict=True,
             )
         )
-
-
-def _greedy(
-    score: NDArray[np.float64], valid: NDArray[np.bool_]
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Pairs (row, col), best score first, each row and column used at most once."""
-    r, c = np.nonzero(valid)
-    if r.size == 0:
-        return np.zeros(0, np.intp), np.zeros(0, np.intp)
-    # Stable sort: on equal scores the older track (lower row) wins.
-    order = np.argsort(-score[r, c], kind="stable")
-    used_r: set[int] = set()
-    used_c: set[int] = set()
-    out_r: list[int] = []
-    out_c: list[int] = []
-    limit = min(score.shape)
-    for i, j in zip(r[order].tolist(), c[order].tolist(), strict=True):
-        if i in used_r or j in used_c:
-            continue
-        used_r.add(i)
-        used_c.add(j)
-        out_r.append(i)
-        out_c.append(j)
-        if len(out_r) == limit:
-            break
-    return np.asarray(out_r, np.intp), np.asarray(out_c, np.intp)

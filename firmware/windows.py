@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from firmware.contract import COUNTS_SCHEMA, check_identifier, utc_iso
-from firmware.events import FrameCounts
+from firmware.count import FrameCounts
 from firmware.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ class WindowAggregator:
     ``max_gap_windows``: longest run of empty windows written one by one; a longer gap becomes one
     spanning row (one transaction instead of thousands of fsyncs on a clock step).
     ``dwell_sample_cap``: dwell times kept per window for the percentiles.
+    ``on_closed``: called with each seq once its window is committed to the outbox (the service
+    wakes the publisher with it, so a window goes out at once instead of at the next poll).
 
     Not thread safe: call it from the frame loop only. A SIGTERM handler should set a flag that
     the loop turns into :meth:`flush`, not call it directly.
@@ -148,6 +150,7 @@ class WindowAggregator:
         suppress_below: int = 0,
         max_gap_windows: int = 60,
         dwell_sample_cap: int = 1024,
+        on_closed: Callable[[int], None] | None = None,
     ) -> None:
         check_identifier("site", site)
         check_identifier("device", device)
@@ -169,6 +172,7 @@ class WindowAggregator:
         self._cur: _Window | None = None
         self._last_index: int | None = None  # index of the last window written
         self._clock_back = False
+        self._on_closed = on_closed
 
     @property
     def window_s(self) -> int:
@@ -242,6 +246,7 @@ class WindowAggregator:
         seq = self._outbox.add_window(lambda seq: self._payload(seq, w.index, w.index + 1, w))
         self._cur = None  # only now, after the transaction committed
         self._last_index = w.index
+        self._closed(seq)
         return seq
 
     def _fill_gap(self, first: int, stop: int) -> list[int]:
@@ -256,12 +261,19 @@ class WindowAggregator:
             )
             seq = self._outbox.add_window(self._empty(first, stop), windows=n)
             self._last_index = stop - 1
+            self._closed(seq)
             return [seq]
         seqs = []
         for i in range(first, stop):
             seqs.append(self._outbox.add_window(self._empty(i, i + 1)))
             self._last_index = i
+            self._closed(seqs[-1])
         return seqs
+
+    def _closed(self, seq: int) -> None:
+        # Called after the window's transaction committed, e.g. to wake the publisher.
+        if self._on_closed is not None:
+            self._on_closed(seq)
 
     def _empty(self, first: int, stop: int) -> Callable[[int], dict[str, Any]]:
         return lambda seq: self._payload(seq, first, stop, None)

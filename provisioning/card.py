@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from firmware.errors import AnoncamError, InputError, OutputError, UsageError
+from firmware.fsutil import sha256_file
 from provisioning import bundle as bundle_mod
 from provisioning import device_config, firstboot, layout, payload, skeleton
 from provisioning.bootfs import BootPartition, open_target
 from provisioning.firstboot import Admin, Format, Wifi
-from provisioning.inventory import DeviceEntry, DeviceRef, LoadedInventory
+from provisioning.inventory.schema import DeviceEntry, DeviceRef, LoadedInventory
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -245,7 +246,7 @@ def verify_card(
         bad = [
             rel
             for rel, digest in sums.items()
-            if not (got / rel).is_file() or bundle_mod.sha256_file(got / rel) != digest
+            if not (got / rel).is_file() or sha256_file(got / rel) != digest
         ]
         check("every file matches SHA256SUMS", not bad, ", ".join(bad[:5]))
         for rel, digest in sorted(expected.sums.items()):
@@ -280,10 +281,10 @@ def verify_card(
                 any(f.startswith("wheels/pip-") for f in manifest["files"])
                 and bool(manifest.get("anoncam_wheel")),
             )
-            from firmware import models as fw_models
+            from firmware.models.manifest import spec
 
             model_rel = str(manifest.get("model") or "")
-            want = fw_models.spec().sha256
+            want = spec().sha256
             have = manifest["files"].get(model_rel, {}).get("sha256")
             check("model matches firmware's manifest", have == want, model_rel)
         config_text = (expected.root / "config.toml").read_text(encoding="utf-8")

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from firmware.config import Config, from_dict
+from firmware.config.settings import Config, from_dict
 from firmware.errors import ConfigError
 from provisioning import layout, tomlwrite
-from provisioning.inventory import DeviceEntry, LoadedInventory, device_username
+from provisioning.inventory.schema import DeviceEntry, LoadedInventory, device_username
 
 #: The model file name inside the bundle and on the device (firmware's manifest names it).
 DEFAULT_MODEL_FILE = "centerface-opt.onnx"

@@ -28,7 +28,7 @@ MODELS_DIR: Final = "/opt/anoncam/models"
 UNIT_PATH: Final = "/etc/systemd/system/anoncam.service"
 FIRSTBOOT_LOG: Final = "/var/log/anoncam-firstboot.log"
 
-#: systemd credential name; firmware.mqtt_connect reads ``$CREDENTIALS_DIRECTORY/mqtt-password``.
+#: systemd credential name; firmware.mqtt.connect reads ``$CREDENTIALS_DIRECTORY/mqtt-password``.
 CREDENTIAL_NAME: Final = "mqtt-password"
 
 #: Where Raspberry Pi OS mounts the FAT boot partition since Bookworm.

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from provisioning.inventory import LoadedInventory
+from provisioning.inventory.schema import LoadedInventory
 
 ITERATIONS = 101
 SALT_BYTES = 12
@@ -84,7 +84,7 @@ class Account:
 
 
 def ha_node_id(prefix: str, site: str, device: str) -> str:
-    """Home Assistant node id of a camera; must match firmware.publish.homeassistant_discovery."""
+    """Home Assistant node id of a camera (as in firmware.mqtt.publish.homeassistant_discovery)."""
     return "_".join([prefix.replace("/", "_"), site, device])
 
 

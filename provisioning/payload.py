@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from firmware.errors import InputError, UsageError
+from firmware.fsutil import sha256_file
 from provisioning import certs, device_config, firstboot, layout, mosquitto
-from provisioning.bundle import sha256_file
 from provisioning.credentials import SecretStore
-from provisioning.inventory import DeviceEntry, DeviceRef, LoadedInventory
+from provisioning.inventory.schema import DeviceEntry, DeviceRef, LoadedInventory
 
 SUMS = "SHA256SUMS"
 

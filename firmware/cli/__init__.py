@@ -51,13 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # not built yet in this checkout
-                continue
-            raise
-        module.register(sub)
+        # No try/except: a subcommand whose module fails to import must fail loudly, not vanish
+        # from --help (the test suite imports every module and runs every command's --help).
+        importlib.import_module(name).register(sub)
     return parser
 
 

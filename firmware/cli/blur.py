@@ -89,9 +89,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from firmware.anonymizing import build_stage
-    from firmware.blur import blur_file, plan
+    from firmware.anonymize.stage import build_stage
     from firmware.errors import AnoncamError, UsageError
+    from firmware.jobs.blur import blur_file, plan
 
     if args.hold < 0 or args.threads < 1:
         raise UsageError("--hold must be >= 0 and --threads >= 1")

@@ -85,7 +85,7 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from firmware.config import load
+    from firmware.config.settings import load
 
     cfg = load(args.file)
     print(

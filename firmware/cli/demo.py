@@ -63,8 +63,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from firmware.cli.subscribe import HEADER, row
-    from firmware.demo import run_demo
     from firmware.errors import UsageError
+    from firmware.jobs.demo import run_demo
 
     if args.duration <= 0 or args.window < 1:
         raise UsageError("--duration must be positive and --window at least 1")

@@ -35,19 +35,39 @@ examples:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("diagnose", help="check camera, model, MQTT, clock, power, storage, service",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="device config (default: /etc/anoncam/config.toml if it exists, "
-                   "else built-in defaults, with a WARN)")
-    p.add_argument("--only", default=None, metavar="CHECK[,CHECK]",
-                   help="run only these families (camera, model, mqtt, clock, power, storage, "
-                   "service) or items (e.g. power.throttling)")
-    p.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
-                   help="limit for each network step (DNS, TCP, TLS, MQTT) in seconds (default 5)")
-    p.add_argument("--json", action="store_true",
-                   help="print JSON (schema: firmware/schemas/diagnose.schema.json) "
-                   "instead of a table")
+    p = sub.add_parser(
+        "diagnose",
+        help="check camera, model, MQTT, clock, power, storage, service",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="device config (default: /etc/anoncam/config.toml if it exists, "
+        "else built-in defaults, with a WARN)",
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="CHECK[,CHECK]",
+        help="run only these families (camera, model, mqtt, clock, power, storage, "
+        "service) or items (e.g. power.throttling)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="limit for each network step (DNS, TCP, TLS, MQTT) in seconds (default 5)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (schema: firmware/schemas/diagnose.schema.json) instead of a table",
+    )
     p.set_defaults(func=_diagnose)
 
 
@@ -67,10 +87,10 @@ def _diagnose(args: argparse.Namespace) -> int:
 
     only = parse_only(args.only)  # UsageError (exit 2) before anything runs
     choice = resolve_config(args.config)  # ConfigError (exit 2) lists every problem
-    ctx = Context(config=choice.config, host=Host(), config_path=choice.path,
-                  timeout_s=args.timeout)
+    ctx = Context(
+        config=choice.config, host=Host(), config_path=choice.path, timeout_s=args.timeout
+    )
     report = diagnose(ctx, only)
     sys.stdout.write(render_json(report) if args.json else render_table(report))
     sys.stdout.flush()
     return exit_code(report.checks)
-

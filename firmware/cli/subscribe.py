@@ -111,7 +111,7 @@ def register(sub: Any) -> None:
 def _mqtt_config(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from firmware import config as cfg
+    from firmware.config import settings as cfg
     from firmware.errors import UsageError
 
     base: dict[str, Any] = {}
@@ -151,7 +151,8 @@ def _mqtt_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from firmware.errors import UsageError
-    from firmware.subscriber import CsvSink, Received, Sink, SqliteSink, Subscriber
+    from firmware.mqtt.subscribe.client import Received, Subscriber
+    from firmware.mqtt.subscribe.sinks import CsvSink, Sink, SqliteSink
 
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")

@@ -23,41 +23,70 @@ example:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("support-bundle", help="write a .tar.gz for support (no secrets, no images)",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.tar.gz",
-                   help="where to write the bundle")
-    p.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="device config (default: /etc/anoncam/config.toml if it exists, "
-                   "else built-in defaults)")
-    p.add_argument("--with-snapshot", action="store_true",
-                   help="include one anonymized frame (snapshot.jpg)")
+    p = sub.add_parser(
+        "support-bundle",
+        help="write a .tar.gz for support (no secrets, no images)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE.tar.gz",
+        help="where to write the bundle",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="device config (default: /etc/anoncam/config.toml if it exists, "
+        "else built-in defaults)",
+    )
+    p.add_argument(
+        "--with-snapshot", action="store_true", help="include one anonymized frame (snapshot.jpg)"
+    )
     p.set_defaults(func=_support_bundle)
 
 
 def _support_bundle(args: argparse.Namespace) -> int:
     from firmware.diagnostics import Context, Host, diagnose, resolve_config
     from firmware.errors import OutputError
-    from firmware.support_bundle import build_bundle
+    from firmware.jobs.support_bundle import build_bundle
 
     folder = args.output.parent if str(args.output.parent) else Path(".")
     if not folder.is_dir():  # before the diagnosis, which takes seconds
-        raise OutputError(f"{args.output}: folder {folder} does not exist",
-                          hint="create it or pass another -o path")
+        raise OutputError(
+            f"{args.output}: folder {folder} does not exist",
+            hint="create it or pass another -o path",
+        )
     choice = resolve_config(args.config)
     host = Host()
-    print("running the diagnosis (camera, model, MQTT, clock, power, storage, service)...",
-          file=sys.stderr)
+    print(
+        "running the diagnosis (camera, model, MQTT, clock, power, storage, service)...",
+        file=sys.stderr,
+    )
     report = diagnose(Context(choice.config, host, choice.path))
     result = build_bundle(
-        args.output, config=choice.config, config_path=choice.path, report=report.to_dict(),
-        host=host, with_snapshot=args.with_snapshot,
+        args.output,
+        config=choice.config,
+        config_path=choice.path,
+        report=report.to_dict(),
+        host=host,
+        with_snapshot=args.with_snapshot,
     )
     counts = report.counts()
-    print(f"wrote {result.path} ({result.path.stat().st_size} bytes, mode 0600): "
-          f"{len(result.members)} files; diagnosis {counts['FAIL']} FAIL, {counts['WARN']} WARN")
+    print(
+        f"wrote {result.path} ({result.path.stat().st_size} bytes, mode 0600): "
+        f"{len(result.members)} files; diagnosis {counts['FAIL']} FAIL, {counts['WARN']} WARN"
+    )
     if result.snapshot_error is not None:
-        print(f"anoncam: error: --with-snapshot: {result.snapshot_error}; "
-              "the bundle was written without an image", file=sys.stderr)
+        print(
+            f"anoncam: error: --with-snapshot: {result.snapshot_error}; "
+            "the bundle was written without an image",
+            file=sys.stderr,
+        )
         return 1
     return 0

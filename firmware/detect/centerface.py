@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.detect.resize import resize_bgr_to_rgb
 from firmware.errors import DetectorError
 from firmware.frames import Detections, Image, check_image
-from firmware.models import VerifiedModel, verify
+from firmware.media.resize import resize_bgr_to_rgb
+from firmware.models.verify import VerifiedModel, verify
 
 logger = logging.getLogger(__name__)
 

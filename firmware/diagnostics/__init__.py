@@ -1,10 +1,10 @@
 """Field diagnostics: ``anoncam diagnose`` and the support bundle's diagnosis.
 
-Each check family is one module (camera, model, mqtt, clock, power, storage, service) with a
+Each check family is one module (camera, model, mqtt, clock, power, storage, systemd) with a
 ``run(ctx) -> list[Check]`` and the ``NAMES`` it reports. Hardware and OS facts are read through
-:class:`~firmware.diagnostics.base.Host` (a root directory and a command runner), so the parsing
+:class:`~firmware.device.host.Host` (a root directory and a command runner), so the parsing
 is tested against recorded outputs of real Pi 4, Pi 5 and x86 machines
-(:mod:`firmware.diagnostics.recorded`); the network, model and storage checks run for real.
+(:mod:`firmware.device.recorded`); the network, model and storage checks run for real.
 
 Importing this package touches no hardware, model or network; the checks do, when run::
 
@@ -15,7 +15,8 @@ Importing this package touches no hardware, model or network; the checks do, whe
 
 from __future__ import annotations
 
-from firmware.diagnostics.base import Check, CommandRunner, Context, Host, Status, subprocess_runner
+from firmware.device.host import CommandRunner, Host, subprocess_runner
+from firmware.diagnostics.base import Check, Context, Status
 from firmware.diagnostics.suite import (
     DEFAULT_CONFIG,
     FAMILIES,

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from firmware.config import SourceConfig
+from firmware.config.settings import SourceConfig
 from firmware.diagnostics.base import Check, Context, fail, ok, skip, warn
-from firmware.diagnostics.service import service_holds_camera
+from firmware.diagnostics.systemd import service_holds_camera
 from firmware.errors import AnoncamError
 
 if TYPE_CHECKING:
@@ -121,20 +121,35 @@ def check_source(ctx: Context) -> Check:
     try:
         count, _fps, description = _measure_source(ctx, ctx.timeout_s)
     except AnoncamError as exc:
-        return fail(name, f"source.kind = {kind!r}: {exc.message}", exc.hint or
-                    "check source.path in the config", **figures)
+        return fail(
+            name,
+            f"source.kind = {kind!r}: {exc.message}",
+            exc.hint or "check source.path in the config",
+            **figures,
+        )
     except ModuleNotFoundError as exc:
-        return warn(name, f"source.kind = {kind!r}: this build lacks {exc.name}",
-                    "reinstall anoncam", **figures)
+        return warn(
+            name,
+            f"source.kind = {kind!r}: this build lacks {exc.name}",
+            "reinstall anoncam",
+            **figures,
+        )
     figures["frames_read"] = count
     if count == 0:
-        return fail(name, f"source.kind = {kind!r}: {description} gave no frame",
-                    "check that the file is a complete video or a folder of JPEG/PNG images",
-                    **figures)
+        return fail(
+            name,
+            f"source.kind = {kind!r}: {description} gave no frame",
+            "check that the file is a complete video or a folder of JPEG/PNG images",
+            **figures,
+        )
     detail = f"{description}: frames decode"
     if kind == "synthetic" and ctx.host.is_raspberry_pi:
-        return warn(name, f"{detail}, but this is a Raspberry Pi and the camera is not used",
-                    "set source.kind = \"picamera2\" to count with the camera", **figures)
+        return warn(
+            name,
+            f"{detail}, but this is a Raspberry Pi and the camera is not used",
+            'set source.kind = "picamera2" to count with the camera',
+            **figures,
+        )
     return ok(name, detail, **figures)
 
 
@@ -142,15 +157,17 @@ def check_picamera2(ctx: Context) -> Check:
     name = "camera.picamera2"
     if not ctx.host.is_raspberry_pi:
         return warn(
-            name, f"source.kind = 'picamera2' but this is not a Raspberry Pi "
+            name,
+            f"source.kind = 'picamera2' but this is not a Raspberry Pi "
             f"({ctx.host.model or ctx.host.hardware_class})",
-            "off a Pi use source.kind = \"file\" (a video or image folder) or \"synthetic\"",
+            'off a Pi use source.kind = "file" (a video or image folder) or "synthetic"',
         )
     try:
         module = importlib.import_module("picamera2")
     except ModuleNotFoundError:
         return fail(
-            name, "picamera2 is not installed for this Python",
+            name,
+            "picamera2 is not installed for this Python",
             "sudo apt install python3-picamera2, and create the venv with "
             "--system-site-packages so it sees the apt package",
         )
@@ -158,8 +175,10 @@ def check_picamera2(ctx: Context) -> Check:
         text = f"{type(exc).__name__}: {exc}"
         hint = "reinstall python3-picamera2 (sudo apt install --reinstall python3-picamera2)"
         if "numpy.dtype size changed" in text or "numpy" in text.lower():
-            hint = ("the venv's numpy 2 breaks the apt picamera2/simplejpeg built for numpy 1.x: "
-                    "pip uninstall numpy in the venv so the system numpy is used")
+            hint = (
+                "the venv's numpy 2 breaks the apt picamera2/simplejpeg built for numpy 1.x: "
+                "pip uninstall numpy in the venv so the system numpy is used"
+            )
         return fail(name, f"import picamera2 failed: {text[:200]}", hint)
     version = getattr(module, "__version__", None)
     return ok(name, f"picamera2 imports{f' ({version})' if version else ''}", version=version)
@@ -176,8 +195,11 @@ def check_list(ctx: Context) -> Check:
         if result is not None:
             break
     else:
-        return warn(name, "rpicam-apps is not installed: cannot list cameras",
-                    "sudo apt install rpicam-apps")
+        return warn(
+            name,
+            "rpicam-apps is not installed: cannot list cameras",
+            "sudo apt install rpicam-apps",
+        )
     cameras = parse_camera_list(result.stdout)
     figures = {
         "cameras": [
@@ -186,12 +208,16 @@ def check_list(ctx: Context) -> Check:
         ],
     }
     if not result.ok and not cameras:
-        return fail(name, f"{tool} --list-cameras failed: {result.first_error_line()}",
-                    "is another program using the camera? otherwise: " + _HINT_NO_CAMERA,
-                    **figures)
+        return fail(
+            name,
+            f"{tool} --list-cameras failed: {result.first_error_line()}",
+            "is another program using the camera? otherwise: " + _HINT_NO_CAMERA,
+            **figures,
+        )
     if not cameras:
-        return fail(name, "no camera detected (\"No cameras available!\")", _HINT_NO_CAMERA,
-                    **figures)
+        return fail(
+            name, 'no camera detected ("No cameras available!")', _HINT_NO_CAMERA, **figures
+        )
     listed = ", ".join(f"{c.index}: {c.sensor} {c.resolution}" for c in cameras)
     return ok(name, f"{len(cameras)} camera(s): {listed}", **figures)
 
@@ -201,8 +227,12 @@ def check_frames(ctx: Context, listed: Check, opener: SourceOpener = _open_confi
     if not ctx.host.is_raspberry_pi:
         return skip(name, "not a Raspberry Pi: no camera frames to measure")
     if service_holds_camera(ctx.host):
-        return skip(name, "the running anoncam service holds the camera; its health messages "
-                    "report the frame rate", _HINT_SERVICE_HOLDS)
+        return skip(
+            name,
+            "the running anoncam service holds the camera; its health messages "
+            "report the frame rate",
+            _HINT_SERVICE_HOLDS,
+        )
     if listed.status == "FAIL":
         return skip(name, "not tried: no camera listed")
     wanted = ctx.config.source.fps
@@ -212,16 +242,27 @@ def check_frames(ctx: Context, listed: Check, opener: SourceOpener = _open_confi
         return fail(name, f"cannot capture: {exc.message}", exc.hint or _HINT_NO_CAMERA)
     except ModuleNotFoundError as exc:
         return warn(name, f"this build lacks {exc.name}: frames not measured", "reinstall anoncam")
-    figures = {"frames": count, "fps": None if fps is None else round(fps, 2),
-               "configured_fps": wanted}
+    figures = {
+        "frames": count,
+        "fps": None if fps is None else round(fps, 2),
+        "configured_fps": wanted,
+    }
     if fps is None:
-        return fail(name, f"{count} frame(s) in {MEASURE_S:.0f} s: the camera is not delivering",
-                    _HINT_NO_CAMERA, **figures)
+        return fail(
+            name,
+            f"{count} frame(s) in {MEASURE_S:.0f} s: the camera is not delivering",
+            _HINT_NO_CAMERA,
+            **figures,
+        )
     detail = f"{fps:.1f} fps measured over {count} frames (configured {wanted:g})"
     if fps < MIN_RATE_FRACTION * wanted:
-        return warn(name, f"{detail}: slower than configured",
-                    "low light lengthens the exposure and lowers the frame rate: add light or "
-                    "lower source.fps; also see power.throttling", **figures)
+        return warn(
+            name,
+            f"{detail}: slower than configured",
+            "low light lengthens the exposure and lowers the frame rate: add light or "
+            "lower source.fps; also see power.throttling",
+            **figures,
+        )
     return ok(name, detail, **figures)
 
 

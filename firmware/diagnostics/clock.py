@@ -16,15 +16,8 @@ from __future__ import annotations
 
 import re
 
-from firmware.diagnostics.base import (
-    Check,
-    CommandResult,
-    Context,
-    fail,
-    ok,
-    parse_key_values,
-    warn,
-)
+from firmware.device.host import CommandResult, parse_key_values
+from firmware.diagnostics.base import Check, Context, fail, ok, warn
 
 NAMES = ("clock.sync",)
 
@@ -134,26 +127,32 @@ def check_sync(ctx: Context) -> Check:
     off = f", offset {_fmt_offset(offset)}" if offset is not None else ""
 
     if synchronized is None:
-        why = (f"timedatectl: {show_problem or 'no NTPSynchronized field'}; "
-               f"chronyc: {chrony_problem}")
+        why = (
+            f"timedatectl: {show_problem or 'no NTPSynchronized field'}; chronyc: {chrony_problem}"
+        )
         return warn(
-            name, f"cannot tell whether the clock is synchronized ({why})",
+            name,
+            f"cannot tell whether the clock is synchronized ({why})",
             "on the device, systemd's timedatectl answers this; check the time by hand "
             "against a trusted clock and that an NTP client runs",
             **figures,
         )
     if not synchronized:
         hint = _HINT_NTP_OFF if ntp_enabled is False else _HINT_UNSYNCED
-        state = ("NTP is turned off" if ntp_enabled is False
-                 else "NTP is on but has not synchronized")
+        state = (
+            "NTP is turned off" if ntp_enabled is False else "NTP is on but has not synchronized"
+        )
         return fail(
             name,
             f"clock is NOT synchronized ({state}){off}: count windows are aligned on wall-clock "
-            "time and will carry wrong times", hint, **figures,
+            "time and will carry wrong times",
+            hint,
+            **figures,
         )
     if offset is not None and abs(offset) >= WARN_OFFSET_S:
         return warn(
-            name, f"synchronized{via} but offset {_fmt_offset(offset)}",
+            name,
+            f"synchronized{via} but offset {_fmt_offset(offset)}",
             "the NTP client is still slewing a large error; wait, or check the time server",
             **figures,
         )

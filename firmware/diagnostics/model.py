@@ -56,22 +56,27 @@ def expected_ms(hardware: str, size: tuple[int, int], model: str = "centerface")
 
 
 def _model_path(ctx: Context) -> Path:
-    from firmware.models import default_model_path
+    from firmware.models.manifest import default_model_path
 
     return Path(ctx.config.detector.model) if ctx.config.detector.model else default_model_path()
 
 
 def check_file(ctx: Context) -> Check:
     name = "model.file"
-    from firmware.models import verify
+    from firmware.models.verify import verify
 
     try:
         path = _model_path(ctx)
         model = verify(path)
     except ModelError as exc:
         return fail(name, exc.message, exc.hint)
-    return ok(name, f"{model.path}: SHA-256 matches the manifest ({model.sha256[:12]}…), "
-              f"{model.size} bytes", path=str(model.path), sha256=model.sha256, size=model.size)
+    return ok(
+        name,
+        f"{model.path}: SHA-256 matches the manifest ({model.sha256[:12]}…), {model.size} bytes",
+        path=str(model.path),
+        sha256=model.sha256,
+        size=model.size,
+    )
 
 
 def check_inference(ctx: Context) -> Check:
@@ -98,18 +103,25 @@ def check_inference(ctx: Context) -> Check:
     hardware = ctx.host.hardware_class
     expected = expected_ms(hardware, (w, h))
     figures = {
-        "ms": round(measured, 1), "expected_ms": None if expected is None else round(expected, 1),
-        "hardware": hardware, "width": w, "height": h, "threads": det.threads,
+        "ms": round(measured, 1),
+        "expected_ms": None if expected is None else round(expected, 1),
+        "hardware": hardware,
+        "width": w,
+        "height": h,
+        "threads": det.threads,
         "max_fps": round(1000.0 / measured, 1),
     }
-    detail = (f"{measured:.0f} ms per detection at {w}x{h} with {det.threads} thread(s) "
-              f"(at most {1000.0 / measured:.0f} fps)")
+    detail = (
+        f"{measured:.0f} ms per detection at {w}x{h} with {det.threads} thread(s) "
+        f"(at most {1000.0 / measured:.0f} fps)"
+    )
     if expected is None:
         return ok(name, f"{detail}; no reference figure for this hardware ({hardware})", **figures)
     detail += f"; expected about {expected:.0f} ms on {hardware}"
     if measured > SLOW_FACTOR * expected:
         return warn(
-            name, f"{detail}: more than {SLOW_FACTOR:g}x slower",
+            name,
+            f"{detail}: more than {SLOW_FACTOR:g}x slower",
             "check power.throttling and power.temperature, stop other heavy processes, or lower "
             "detector.detect_width/detect_height (smaller is faster but misses distant faces)",
             **figures,

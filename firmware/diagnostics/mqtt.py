@@ -2,7 +2,7 @@
 
 Each step is its own line so a field tech sees where it breaks; a step that cannot run because
 an earlier one failed is SKIPped with the reason. The steps use the device's own config, its
-password file and TLS files, through :mod:`firmware.mqtt_connect`, the same code the publisher
+password file and TLS files, through :mod:`firmware.mqtt.connect`, the same code the publisher
 uses, so "diagnose says OK" means "the publisher can connect".
 
 The round trip publishes a small probe (a random nonce and the time, nothing else) with QoS 1 on
@@ -29,10 +29,10 @@ from typing import Any
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from firmware.config import Config
+from firmware.config.settings import Config
 from firmware.diagnostics.base import Check, Context, fail, ok, skip, warn
 from firmware.errors import ConfigError
-from firmware.mqtt_connect import (
+from firmware.mqtt.connect import (
     build_client,
     connack_failure,
     is_protocol_refusal,
@@ -139,16 +139,26 @@ def check_dns(ctx: Context) -> tuple[Check, list[Any]]:
         infos = _resolve(host, port, ctx.timeout_s)
     except (OSError, TimeoutError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return fail(name, f"cannot resolve mqtt.host {host!r}: {reason}",
-                    "check mqtt.host for typos and the device's DNS ('resolvectl status' or "
-                    "/etc/resolv.conf); an IP address avoids DNS altogether", host=host), []
+        return fail(
+            name,
+            f"cannot resolve mqtt.host {host!r}: {reason}",
+            "check mqtt.host for typos and the device's DNS ('resolvectl status' or "
+            "/etc/resolv.conf); an IP address avoids DNS altogether",
+            host=host,
+        ), []
     ms = (time.perf_counter() - t0) * 1000.0
     addresses = sorted({str(info[4][0]) for info in infos})
     if literal:
-        return ok(name, f"{host} is an address: nothing to resolve", host=host,
-                  addresses=addresses), infos
-    return ok(name, f"{host} -> {', '.join(addresses)} in {ms:.0f} ms", host=host,
-              addresses=addresses, ms=round(ms, 1)), infos
+        return ok(
+            name, f"{host} is an address: nothing to resolve", host=host, addresses=addresses
+        ), infos
+    return ok(
+        name,
+        f"{host} -> {', '.join(addresses)} in {ms:.0f} ms",
+        host=host,
+        addresses=addresses,
+        ms=round(ms, 1),
+    ), infos
 
 
 def check_tcp(ctx: Context, infos: list[Any]) -> Check:
@@ -167,8 +177,13 @@ def check_tcp(ctx: Context, infos: list[Any]) -> Check:
             continue
         finally:
             sock.close()
-        return ok(name, f"connected to {sockaddr[0]} port {cfg.port} in {ms:.2f} ms",
-                  address=str(sockaddr[0]), port=cfg.port, ms=round(ms, 2))
+        return ok(
+            name,
+            f"connected to {sockaddr[0]} port {cfg.port} in {ms:.2f} ms",
+            address=str(sockaddr[0]),
+            port=cfg.port,
+            ms=round(ms, 2),
+        )
     if last_error is None:  # getaddrinfo returned nothing usable
         last_error = OSError(f"no address for {cfg.host}")
     failure = socket_failure(cfg, last_error).error
@@ -212,9 +227,13 @@ def check_tls(ctx: Context) -> Check:
     cfg = ctx.config.mqtt
     if cfg.tls is None:
         if cfg.username is not None and not _is_loopback(cfg.host):
-            return warn(name, f"no TLS: the MQTT password for {cfg.username!r} crosses the "
-                        "network in clear text", "add an [mqtt.tls] section with the broker's "
-                        "CA (ca_file) and use the broker's TLS port (usually 8883)", tls=False)
+            return warn(
+                name,
+                f"no TLS: the MQTT password for {cfg.username!r} crosses the network in clear text",
+                "add an [mqtt.tls] section with the broker's "
+                "CA (ca_file) and use the broker's TLS port (usually 8883)",
+                tls=False,
+            )
         return skip(name, "not configured: plain MQTT over TCP", tls=False)
     try:
         context = tls_context(cfg.tls)
@@ -229,8 +248,11 @@ def check_tls(ctx: Context) -> Check:
     except (ssl.SSLError, OSError) as exc:
         failure = socket_failure(cfg, exc).error
         return fail(name, failure.message, failure.hint, tls=True)
-    figures: dict[str, Any] = {"tls": True, "version": result.version,
-                               "handshake_ms": None if result.ms is None else round(result.ms, 1)}
+    figures: dict[str, Any] = {
+        "tls": True,
+        "version": result.version,
+        "handshake_ms": None if result.ms is None else round(result.ms, 1),
+    }
     expiry = ""
     days: float | None = None
     if result.der:
@@ -242,21 +264,30 @@ def check_tls(ctx: Context) -> Check:
             days = (not_after - datetime.now(UTC)).total_seconds() / 86400.0
             figures["not_after"] = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
             figures["days_left"] = round(days, 1)
-            expiry = (f"certificate expired {-days:.0f} day(s) ago ({not_after:%Y-%m-%d})"
-                      if days < 0 else
-                      f"certificate expires in {days:.0f} day(s) ({not_after:%Y-%m-%d})")
-    renew = ("renew the broker's certificate (and restart the broker); devices refuse an expired "
-             "certificate and stop publishing")
+            expiry = (
+                f"certificate expired {-days:.0f} day(s) ago ({not_after:%Y-%m-%d})"
+                if days < 0
+                else f"certificate expires in {days:.0f} day(s) ({not_after:%Y-%m-%d})"
+            )
+    renew = (
+        "renew the broker's certificate (and restart the broker); devices refuse an expired "
+        "certificate and stop publishing"
+    )
     if result.verify_error is not None:
         failure = socket_failure(cfg, result.verify_error).error
         detail = failure.message + (f"; {expiry}" if expiry else "")
-        return fail(name, detail, renew if days is not None and days < 0 else failure.hint,
-                    **figures)
+        return fail(
+            name, detail, renew if days is not None and days < 0 else failure.hint, **figures
+        )
     if days is not None and days < 0:
         return fail(name, expiry, renew, **figures)
     if days is not None and days < CERT_WARN_DAYS:
-        return warn(name, f"{result.version} handshake OK, but {expiry}",
-                    f"{renew}; warned from {CERT_WARN_DAYS} days before", **figures)
+        return warn(
+            name,
+            f"{result.version} handshake OK, but {expiry}",
+            f"{renew}; warned from {CERT_WARN_DAYS} days before",
+            **figures,
+        )
     hand = f"{result.version} handshake in {result.ms:.0f} ms" if result.ms is not None else "OK"
     return ok(name, f"{hand}; {expiry or 'certificate dates unreadable'}", **figures)
 
@@ -319,8 +350,10 @@ def check_session(ctx: Context) -> list[Check]:
     try:
         password = read_password(cfg)
     except ConfigError as exc:
-        return [fail("mqtt.auth", exc.message, exc.hint, user=cfg.username),
-                skip("mqtt.roundtrip", "not tried: not connected")]
+        return [
+            fail("mqtt.auth", exc.message, exc.hint, user=cfg.username),
+            skip("mqtt.roundtrip", "not tried: not connected"),
+        ]
     candidates = protocols(cfg.protocol)
     for i, protocol in enumerate(candidates):
         probe = _Probe(nonce=secrets.token_hex(8))
@@ -328,8 +361,10 @@ def check_session(ctx: Context) -> list[Check]:
         try:
             client = build_client(cfg, client_id=client_id, protocol=protocol, password=password)
         except ConfigError as exc:
-            return [fail("mqtt.auth", exc.message, exc.hint, user=cfg.username),
-                    skip("mqtt.roundtrip", "not tried: not connected")]
+            return [
+                fail("mqtt.auth", exc.message, exc.hint, user=cfg.username),
+                skip("mqtt.roundtrip", "not tried: not connected"),
+            ]
         client.connect_timeout = ctx.timeout_s
         client.on_connect = probe.on_connect
         client.on_disconnect = probe.on_disconnect
@@ -341,29 +376,52 @@ def check_session(ctx: Context) -> list[Check]:
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except OSError as exc:  # ssl.SSLError is an OSError
             failure = socket_failure(cfg, exc).error
-            return [fail("mqtt.auth", failure.message, failure.hint, user=cfg.username),
-                    skip("mqtt.roundtrip", "not tried: not connected")]
+            return [
+                fail("mqtt.auth", failure.message, failure.hint, user=cfg.username),
+                skip("mqtt.roundtrip", "not tried: not connected"),
+            ]
         client.loop_start()
         try:
             if not probe.connected.wait(ctx.timeout_s) or probe.connack is None:
-                why = ("the broker closed the connection without answering"
-                       if probe.closed_early else f"no CONNACK within {ctx.timeout_s:g} s")
-                return [fail("mqtt.auth", f"MQTT broker {cfg.host}:{cfg.port}: {why}",
-                             "check that mqtt.port is an MQTT listener (TLS or not, as "
-                             "configured) and see the broker's log", user=cfg.username),
-                        skip("mqtt.roundtrip", "not tried: not connected")]
+                why = (
+                    "the broker closed the connection without answering"
+                    if probe.closed_early
+                    else f"no CONNACK within {ctx.timeout_s:g} s"
+                )
+                return [
+                    fail(
+                        "mqtt.auth",
+                        f"MQTT broker {cfg.host}:{cfg.port}: {why}",
+                        "check that mqtt.port is an MQTT listener (TLS or not, as "
+                        "configured) and see the broker's log",
+                        user=cfg.username,
+                    ),
+                    skip("mqtt.roundtrip", "not tried: not connected"),
+                ]
             connect_ms = (time.perf_counter() - t0) * 1000.0
             reason = probe.connack
             if reason.is_failure:
                 if is_protocol_refusal(reason) and i + 1 < len(candidates):
                     continue  # a 3.1.1-only broker: try the next version, as the publisher does
                 failure = connack_failure(cfg, reason).error
-                return [fail("mqtt.auth", failure.message, failure.hint, user=cfg.username,
-                             reason=str(reason), reason_code=reason.value),
-                        skip("mqtt.roundtrip", "not tried: the broker refused the connection")]
-            auth = ok("mqtt.auth", f"connected as {user} (MQTT {_protocol_name(protocol)}) "
-                      f"in {connect_ms:.0f} ms", user=cfg.username,
-                      protocol=_protocol_name(protocol), ms=round(connect_ms, 1))
+                return [
+                    fail(
+                        "mqtt.auth",
+                        failure.message,
+                        failure.hint,
+                        user=cfg.username,
+                        reason=str(reason),
+                        reason_code=reason.value,
+                    ),
+                    skip("mqtt.roundtrip", "not tried: the broker refused the connection"),
+                ]
+            auth = ok(
+                "mqtt.auth",
+                f"connected as {user} (MQTT {_protocol_name(protocol)}) in {connect_ms:.0f} ms",
+                user=cfg.username,
+                protocol=_protocol_name(protocol),
+                ms=round(connect_ms, 1),
+            )
             return [auth, _round_trip(ctx, client, probe)]
         finally:
             client.disconnect()
@@ -375,40 +433,73 @@ def _round_trip(ctx: Context, client: Any, probe: _Probe) -> Check:
     name = "mqtt.roundtrip"
     topic = diagnostics_topic(ctx.config)
     timeout = ctx.timeout_s
-    acl_hint = (f"counts are unaffected; to measure the round trip, let this device's user read "
-                f"{topic} (Mosquitto ACL: 'topic read {topic}' under its 'user' line)")
+    acl_hint = (
+        f"counts are unaffected; to measure the round trip, let this device's user read "
+        f"{topic} (Mosquitto ACL: 'topic read {topic}' under its 'user' line)"
+    )
     client.subscribe(topic, qos=1)
     if not probe.subscribed.wait(timeout) or probe.suback is None:
-        return warn(name, f"no SUBACK for {topic} within {timeout:g} s",
-                    "the broker is slow or overloaded; see its log", topic=topic)
+        return warn(
+            name,
+            f"no SUBACK for {topic} within {timeout:g} s",
+            "the broker is slow or overloaded; see its log",
+            topic=topic,
+        )
     read_denied = probe.suback.is_failure
-    payload = json.dumps({
-        "schema": "anoncam/diagnostics/1", "probe": probe.nonce,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }).encode()
+    payload = json.dumps(
+        {
+            "schema": "anoncam/diagnostics/1",
+            "probe": probe.nonce,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    ).encode()
     t0 = time.perf_counter()
     client.publish(topic, payload, qos=1)
     if not probe.published.wait(timeout) or probe.puback is None:
-        return warn(name, f"no PUBACK for a QoS 1 message on {topic} within {timeout:g} s",
-                    "the broker is slow or overloaded; see its log", topic=topic)
+        return warn(
+            name,
+            f"no PUBACK for a QoS 1 message on {topic} within {timeout:g} s",
+            "the broker is slow or overloaded; see its log",
+            topic=topic,
+        )
     puback_ms = (time.perf_counter() - t0) * 1000.0
     if probe.puback.is_failure:
         subtree = topic.rsplit("/", 1)[0] + "/#"
-        return warn(name, f"the broker refused publishing on {topic}: {probe.puback}",
-                    f"the device publishes its counts under {subtree}: check that the broker "
-                    "ACL lets this device's user write there", topic=topic,
-                    puback_ms=round(puback_ms, 1))
+        return warn(
+            name,
+            f"the broker refused publishing on {topic}: {probe.puback}",
+            f"the device publishes its counts under {subtree}: check that the broker "
+            "ACL lets this device's user write there",
+            topic=topic,
+            puback_ms=round(puback_ms, 1),
+        )
     if read_denied:
-        return warn(name, f"published on {topic} (PUBACK in {puback_ms:.0f} ms), but the broker "
-                    f"ACL forbids reading it ({probe.suback}): round trip not measured",
-                    acl_hint, topic=topic, puback_ms=round(puback_ms, 1), read_denied=True)
+        return warn(
+            name,
+            f"published on {topic} (PUBACK in {puback_ms:.0f} ms), but the broker "
+            f"ACL forbids reading it ({probe.suback}): round trip not measured",
+            acl_hint,
+            topic=topic,
+            puback_ms=round(puback_ms, 1),
+            read_denied=True,
+        )
     if not probe.received.wait(timeout) or probe.received_at is None:
-        return warn(name, f"published on {topic} (PUBACK in {puback_ms:.0f} ms) but it did not "
-                    f"come back within {timeout:g} s: the broker ACL may forbid reading it",
-                    acl_hint, topic=topic, puback_ms=round(puback_ms, 1))
+        return warn(
+            name,
+            f"published on {topic} (PUBACK in {puback_ms:.0f} ms) but it did not "
+            f"come back within {timeout:g} s: the broker ACL may forbid reading it",
+            acl_hint,
+            topic=topic,
+            puback_ms=round(puback_ms, 1),
+        )
     latency = (probe.received_at - t0) * 1000.0
-    return ok(name, f"publish and receive on {topic} in {latency:.1f} ms", topic=topic,
-              latency_ms=round(latency, 2), puback_ms=round(puback_ms, 2))
+    return ok(
+        name,
+        f"publish and receive on {topic} in {latency:.1f} ms",
+        topic=topic,
+        latency_ms=round(latency, 2),
+        puback_ms=round(puback_ms, 2),
+    )
 
 
 def run(ctx: Context) -> list[Check]:

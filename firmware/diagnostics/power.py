@@ -13,84 +13,42 @@ in millidegrees).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
-from firmware.diagnostics.base import Check, CommandResult, Context, fail, ok, skip, warn
+from firmware.device.power import (
+    Throttle,
+    decode_throttled,
+    parse_measure_temp,
+    parse_throttled,
+    read_thermal_zone,
+    vcgencmd_unusable,
+)
+from firmware.diagnostics.base import Check, Context, fail, ok, skip, warn
 
 NAMES = ("power.throttling", "power.temperature")
 
-#: (bit, figure name as in the health schema, meaning). Bits 16-19 repeat 0-3 "since boot".
-THROTTLE_BITS: tuple[tuple[int, str, str], ...] = (
-    (0, "under_voltage", "under-voltage"),
-    (1, "freq_capped", "ARM frequency capped"),
-    (2, "throttled", "throttled"),
-    (3, "soft_temp_limit", "soft temperature limit"),
-    (16, "under_voltage_since_boot", "under-voltage"),
-    (17, "freq_capped_since_boot", "ARM frequency capped"),
-    (18, "throttled_since_boot", "throttled"),
-    (19, "soft_temp_limit_since_boot", "soft temperature limit"),
-)
-_KNOWN_MASK = sum(1 << bit for bit, _, _ in THROTTLE_BITS)
-
 # Pi 4 and Pi 5 firmware starts throttling at 80 °C (85 °C is the hard limit); warn before that.
 WARN_TEMP_C = 70.0
+
 FAIL_TEMP_C = 80.0
 
 _HINT_POWER = (
     "use the official Raspberry Pi power supply (Pi 4: 5.1 V 3 A USB-C; Pi 5: 5.1 V 5 A USB-C) "
     "and a short, thick cable; a PoE HAT or injector must be rated for the load"
 )
+
 _HINT_HEAT = (
     "improve cooling: a heatsink or fan (the Pi 5 Active Cooler), a ventilated case, "
     "away from heaters and direct sun"
 )
+
 _HINT_VCGENCMD_ACCESS = (
     "run diagnose as root (sudo) or add the user to the 'video' group; "
     "vcgencmd needs /dev/vchiq or /dev/vcio"
 )
 
 
-@dataclass(frozen=True)
-class Throttle:
-    """A decoded ``get_throttled`` mask."""
-
-    raw: int
-    flags: dict[str, bool]
-    now: list[str]
-    since_boot: list[str]
-    unknown_bits: int
-
-    @property
-    def raw_hex(self) -> str:
-        return f"{self.raw:#x}"
-
-
-def parse_throttled(text: str) -> int:
-    """``throttled=0x50005`` -> 0x50005. Raises ValueError for anything else."""
-    match = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", text)
-    if not match:
-        raise ValueError(f"unexpected vcgencmd get_throttled output: {text.strip()[:80]!r}")
-    return int(match.group(1), 0)
-
-
-def decode_throttled(raw: int) -> Throttle:
-    flags: dict[str, bool] = {}
-    now: list[str] = []
-    since: list[str] = []
-    for bit, name, meaning in THROTTLE_BITS:
-        on = bool(raw >> bit & 1)
-        flags[name] = on
-        if on:
-            (now if bit < 16 else since).append(meaning)
-    return Throttle(raw, flags, now, since, raw & ~_KNOWN_MASK)
-
-
 def _throttle_hint(t: Throttle) -> str:
     power = t.flags["under_voltage"] or t.flags["under_voltage_since_boot"]
-    heat = any(
-        t.flags[n] for n in ("soft_temp_limit", "soft_temp_limit_since_boot")
-    )
+    heat = any(t.flags[n] for n in ("soft_temp_limit", "soft_temp_limit_since_boot"))
     # Capping and throttling come from either cause; without under-voltage it is the heat.
     capped = any(
         t.flags[n]
@@ -104,10 +62,6 @@ def _throttle_hint(t: Throttle) -> str:
     return "; ".join(hints)
 
 
-def vcgencmd_unusable(result: CommandResult) -> bool:
-    return not result.ok or "VCHI initialization failed" in result.stdout + result.stderr
-
-
 def check_throttling(ctx: Context) -> Check:
     name = "power.throttling"
     host = ctx.host
@@ -115,13 +69,15 @@ def check_throttling(ctx: Context) -> Check:
     if result is None:
         if host.is_raspberry_pi:
             return warn(
-                name, "vcgencmd is not installed: under-voltage and throttling cannot be read",
+                name,
+                "vcgencmd is not installed: under-voltage and throttling cannot be read",
                 "install it: sudo apt install raspi-utils (libraspberrypi-bin on older releases)",
             )
         return skip(name, "no vcgencmd: not a Raspberry Pi, no firmware throttling flags to read")
     if vcgencmd_unusable(result):
         return warn(
-            name, f"vcgencmd get_throttled failed: {result.first_error_line()}",
+            name,
+            f"vcgencmd get_throttled failed: {result.first_error_line()}",
             _HINT_VCGENCMD_ACCESS,
         )
     try:
@@ -138,49 +94,17 @@ def check_throttling(ctx: Context) -> Check:
         return fail(name, f"{detail} (throttled={t.raw_hex})", _throttle_hint(t), **figures)
     if t.since_boot:
         return warn(
-            name, f"since boot: {', '.join(t.since_boot)}; nothing right now "
-            f"(throttled={t.raw_hex})", _throttle_hint(t), **figures,
+            name,
+            f"since boot: {', '.join(t.since_boot)}; nothing right now (throttled={t.raw_hex})",
+            _throttle_hint(t),
+            **figures,
         )
     return ok(
-        name, f"no under-voltage, capping, throttling or temperature limit since boot "
-        f"(throttled={t.raw_hex})", **figures,
+        name,
+        f"no under-voltage, capping, throttling or temperature limit since boot "
+        f"(throttled={t.raw_hex})",
+        **figures,
     )
-
-
-def parse_measure_temp(text: str) -> float:
-    """``temp=48.3'C`` -> 48.3. Raises ValueError for anything else."""
-    match = re.search(r"temp=(-?\d+(?:\.\d+)?)'C", text)
-    if not match:
-        raise ValueError(f"unexpected vcgencmd measure_temp output: {text.strip()[:80]!r}")
-    return float(match.group(1))
-
-
-# Zone types that are the CPU/SoC on common boards, best first.
-_CPU_ZONE_TYPES = (
-    "cpu-thermal", "x86_pkg_temp", "coretemp", "soc_thermal", "cpu_thermal", "acpitz",
-)
-
-
-def read_thermal_zone(ctx: Context) -> tuple[float, str] | None:
-    """(degrees C, description) from the best sysfs thermal zone, or None when there is none."""
-    zones: list[tuple[int, float, str]] = []
-    for temp_path in ctx.host.glob("/sys/class/thermal/thermal_zone*/temp"):
-        text = ctx.host.read_text(temp_path)
-        if text is None:
-            continue
-        try:
-            celsius = int(text.strip()) / 1000.0
-        except ValueError:
-            continue  # some zones answer EINVAL or garbage while their sensor sleeps
-        zone = temp_path.rsplit("/", 2)[-2]
-        kind = (ctx.host.read_text(temp_path.rsplit("/", 1)[0] + "/type") or "").strip()
-        rank = _CPU_ZONE_TYPES.index(kind) if kind in _CPU_ZONE_TYPES else len(_CPU_ZONE_TYPES)
-        zones.append((rank, celsius, f"{zone} ({kind})" if kind else zone))
-    if not zones:
-        return None
-    # Prefer a known CPU zone; among equals, the hottest (the one that throttles first).
-    rank, celsius, label = min(zones, key=lambda z: (z[0], -z[1]))
-    return celsius, f"sysfs {label}"
 
 
 def check_temperature(ctx: Context) -> Check:
@@ -196,21 +120,32 @@ def check_temperature(ctx: Context) -> Check:
     elif result is not None:
         note = f"vcgencmd measure_temp failed: {result.first_error_line()}"
     if reading is None:
-        reading = read_thermal_zone(ctx)
+        reading = read_thermal_zone(ctx.host)
     if reading is None:
         if note:
             return warn(name, f"{note}; no sysfs thermal zone either", _HINT_VCGENCMD_ACCESS)
-        return skip(name, "no vcgencmd and no thermal zone in /sys/class/thermal: "
-                    "this machine does not expose its temperature")
+        return skip(
+            name,
+            "no vcgencmd and no thermal zone in /sys/class/thermal: "
+            "this machine does not expose its temperature",
+        )
     celsius, source = reading
     figures = {"temp_c": round(celsius, 1), "source": source}
     detail = f"{celsius:.1f} °C ({source})"
     if celsius >= FAIL_TEMP_C:
-        return fail(name, f"{detail}: at or above {FAIL_TEMP_C:.0f} °C the SoC throttles",
-                    _HINT_HEAT, **figures)
+        return fail(
+            name,
+            f"{detail}: at or above {FAIL_TEMP_C:.0f} °C the SoC throttles",
+            _HINT_HEAT,
+            **figures,
+        )
     if celsius >= WARN_TEMP_C:
-        return warn(name, f"{detail}: close to the {FAIL_TEMP_C:.0f} °C throttling point",
-                    _HINT_HEAT, **figures)
+        return warn(
+            name,
+            f"{detail}: close to the {FAIL_TEMP_C:.0f} °C throttling point",
+            _HINT_HEAT,
+            **figures,
+        )
     return ok(name, detail, **figures)
 
 

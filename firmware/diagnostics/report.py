@@ -33,8 +33,10 @@ def render_table(report: Report) -> str:
             lines.append(f"{'':<6}  {'':<{width}}  fix: {check.hint}")
     counts = report.counts()
     lines.append("")
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) +
-                 (": FAILED" if report.failed else ": no failures"))
+    lines.append(
+        ", ".join(f"{n} {s}" for s, n in counts.items())
+        + (": FAILED" if report.failed else ": no failures")
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -18,16 +18,13 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from firmware.diagnostics.base import Check, Context, fail, ok, skip, warn
-from firmware.outbox import OutboxStats
+from firmware.outbox import outbox_path, read_stats
 
 NAMES = ("storage.space", "storage.writable", "storage.outbox")
 
 #: The outbox database's file name inside ``state_dir``.
-OUTBOX_FILENAME = "outbox.sqlite3"
-_OUTBOX_APPLICATION_ID = 0x616E6362  # "ancb", as written by firmware.outbox
 
 _HINT_READONLY = (
     "the kernel remounts a filesystem read-only after I/O errors, typically a worn SD card: "
@@ -68,28 +65,43 @@ def check_space(ctx: Context) -> Check:
     try:
         st = os.statvfs(where)
     except OSError as exc:
-        return fail(name, f"cannot read free space of {where}: {exc.strerror}",
-                    f"check that {state_dir} is mounted and readable")
+        return fail(
+            name,
+            f"cannot read free space of {where}: {exc.strerror}",
+            f"check that {state_dir} is mounted and readable",
+        )
     free = st.f_bavail * st.f_frsize
     total = st.f_blocks * st.f_frsize
     min_free = ctx.config.outbox.min_free_mb * 1024 * 1024
     figures = {
-        "path": str(state_dir), "free_bytes": free, "total_bytes": total,
-        "min_free_bytes": min_free, "exists": state_dir.exists(),
+        "path": str(state_dir),
+        "free_bytes": free,
+        "total_bytes": total,
+        "min_free_bytes": min_free,
+        "exists": state_dir.exists(),
     }
-    detail = (f"{_human_bytes(free)} free of {_human_bytes(total)} in {where} "
-              f"(outbox.min_free_mb = {ctx.config.outbox.min_free_mb})")
-    hint = ("free space on that filesystem ('du -xh / | sort -h | tail' finds the culprits; "
-            "old logs: 'journalctl --vacuum-size=50M'), or lower outbox.min_free_mb")
+    detail = (
+        f"{_human_bytes(free)} free of {_human_bytes(total)} in {where} "
+        f"(outbox.min_free_mb = {ctx.config.outbox.min_free_mb})"
+    )
+    hint = (
+        "free space on that filesystem ('du -xh / | sort -h | tail' finds the culprits; "
+        "old logs: 'journalctl --vacuum-size=50M'), or lower outbox.min_free_mb"
+    )
     if free < min_free:
-        return fail(name, f"{detail}: below the minimum, the outbox is merging old windows",
-                    hint, **figures)
+        return fail(
+            name, f"{detail}: below the minimum, the outbox is merging old windows", hint, **figures
+        )
     if free < 2 * min_free:
         return warn(name, f"{detail}: close to the minimum", hint, **figures)
     if not state_dir.exists():
-        return warn(name, f"{state_dir} does not exist yet; {detail}",
-                    "the service creates it on first start (systemd StateDirectory=anoncam); "
-                    "check state_dir in the config", **figures)
+        return warn(
+            name,
+            f"{state_dir} does not exist yet; {detail}",
+            "the service creates it on first start (systemd StateDirectory=anoncam); "
+            "check state_dir in the config",
+            **figures,
+        )
     return ok(name, detail, **figures)
 
 
@@ -104,8 +116,12 @@ def check_writable(ctx: Context) -> Check:
     except OSError as exc:
         return fail(name, f"cannot stat {state_dir}: {exc.strerror}", hint_ro)
     if read_only:
-        return fail(name, f"the filesystem holding {state_dir} is mounted read-only", hint_ro,
-                    read_only=True)
+        return fail(
+            name,
+            f"the filesystem holding {state_dir} is mounted read-only",
+            hint_ro,
+            read_only=True,
+        )
     path: str | None = None
     try:
         fd, path = tempfile.mkstemp(prefix=".anoncam-diagnose-", dir=state_dir)
@@ -121,24 +137,34 @@ def check_writable(ctx: Context) -> Check:
         if code == errno.EROFS:
             return fail(name, f"{state_dir}: read-only filesystem", hint_ro, read_only=True)
         if code == errno.EIO:
-            return fail(name, f"{state_dir}: I/O error writing a test file: the storage is failing",
-                        hint_ro, read_only=False, io_error=True)
+            return fail(
+                name,
+                f"{state_dir}: I/O error writing a test file: the storage is failing",
+                hint_ro,
+                read_only=False,
+                io_error=True,
+            )
         if code == errno.ENOSPC:
             return fail(name, f"{state_dir}: disk full", "free space on that filesystem")
         if code in (errno.EACCES, errno.EPERM):
             user = _user_name()
             return warn(
-                name, f"{state_dir} is not writable by {user} (the service writes as 'anoncam')",
+                name,
+                f"{state_dir} is not writable by {user} (the service writes as 'anoncam')",
                 "run diagnose with sudo to test it as root, or check the directory's owner "
-                f"('ls -ld {state_dir}' should show anoncam)", read_only=False,
+                f"('ls -ld {state_dir}' should show anoncam)",
+                read_only=False,
             )
         return fail(name, f"{state_dir}: cannot write a test file: {exc.strerror}", hint_ro)
     finally:
         if path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-    return ok(name, f"{state_dir} is writable (a 4 kB test file was written, synced and removed)",
-              read_only=False)
+    return ok(
+        name,
+        f"{state_dir} is writable (a 4 kB test file was written, synced and removed)",
+        read_only=False,
+    )
 
 
 def _user_name() -> str:
@@ -150,76 +176,73 @@ def _user_name() -> str:
         return f"uid {os.geteuid()}"
 
 
-def read_outbox_stats(path: Path) -> OutboxStats:
-    """The outbox's statistics, read without writing anything.
-
-    Raises :class:`sqlite3.Error` (busy, corrupt, not a database) and :class:`ValueError` when the
-    file is a database but not an anoncam outbox.
-    """
-    uri = f"file:{quote(str(path))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=2.0)
-    try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if app_id != _OUTBOX_APPLICATION_ID:
-            raise ValueError(f"application_id {app_id:#x}, expected {_OUTBOX_APPLICATION_ID:#x}")
-        depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        oldest = conn.execute("SELECT MIN(created_s) FROM outbox").fetchone()[0]
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    finally:
-        conn.close()
-    size = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            size += os.stat(f"{path}{suffix}").st_size
-    return OutboxStats(
-        depth=depth,
-        oldest_created_s=None if oldest is None else float(oldest),
-        merged_total=int(meta.get("merged_total", 0)),
-        next_seq=int(meta.get("next_seq", 1)),
-        db_bytes=size,
-    )
-
-
 def check_outbox(ctx: Context, *, now: float | None = None) -> Check:
     name = "storage.outbox"
-    path = Path(ctx.config.state_dir) / OUTBOX_FILENAME
+    path = outbox_path(ctx.config.state_dir)
     if not path.exists():
-        return ok(name, f"no outbox yet ({path} is created when the first window closes)",
-                  depth=0, path=str(path))
+        return ok(
+            name,
+            f"no outbox yet ({path} is created when the first window closes)",
+            depth=0,
+            path=str(path),
+        )
     try:
-        stats = read_outbox_stats(path)
+        stats = read_stats(path)
     except ValueError as exc:
-        return fail(name, f"{path} is not an anoncam outbox ({exc})",
-                    "point state_dir at a directory of its own", path=str(path))
+        return fail(
+            name,
+            f"{path} is not an anoncam outbox ({exc})",
+            "point state_dir at a directory of its own",
+            path=str(path),
+        )
     except sqlite3.Error as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:
-            return warn(name, f"{path} is locked ({text})", "try again in a few seconds",
-                        path=str(path))
+            return warn(
+                name, f"{path} is locked ({text})", "try again in a few seconds", path=str(path)
+            )
         if "unable to open" in text or "readonly" in text:
-            return warn(name, f"cannot open {path} read-only ({text})",
-                        "run diagnose with sudo (the file belongs to the service user)",
-                        path=str(path))
-        return fail(name, f"{path}: cannot read the outbox ({text})",
-                    f"the database may be corrupt: stop anoncam and move it aside "
-                    f"('mv {path} {path}.corrupt'); a new one is created on start", path=str(path))
+            return warn(
+                name,
+                f"cannot open {path} read-only ({text})",
+                "run diagnose with sudo (the file belongs to the service user)",
+                path=str(path),
+            )
+        return fail(
+            name,
+            f"{path}: cannot read the outbox ({text})",
+            f"the database may be corrupt: stop anoncam and move it aside "
+            f"('mv {path} {path}.corrupt'); a new one is created on start",
+            path=str(path),
+        )
     window = ctx.config.windows.seconds
     now = time.time() if now is None else now
     age = None if stats.oldest_created_s is None else max(0.0, now - stats.oldest_created_s)
     figures = {
-        "path": str(path), "depth": stats.depth, "oldest_unsent_age_s": age,
-        "merged_total": stats.merged_total, "next_seq": stats.next_seq,
-        "db_bytes": stats.db_bytes, "window_s": window,
+        "path": str(path),
+        "depth": stats.depth,
+        "oldest_unsent_age_s": age,
+        "merged_total": stats.merged_total,
+        "next_seq": stats.next_seq,
+        "db_bytes": stats.db_bytes,
+        "window_s": window,
     }
     merged = f"; {stats.merged_total} window(s) merged so far" if stats.merged_total else ""
     if age is None:
-        return ok(name, f"empty: every window has been published (next seq {stats.next_seq})"
-                  f"{merged}", **figures)
-    detail = (f"{stats.depth} window(s) waiting, the oldest {_human_age(age)} old{merged}")
+        return ok(
+            name,
+            f"empty: every window has been published (next seq {stats.next_seq}){merged}",
+            **figures,
+        )
+    detail = f"{stats.depth} window(s) waiting, the oldest {_human_age(age)} old{merged}"
     if age > 2 * window:
-        return warn(name, f"{detail}: the publisher is not getting windows to the broker",
-                    "see the mqtt checks and 'journalctl -u anoncam'; nothing is lost, the "
-                    "backlog is sent when the broker is reachable", **figures)
+        return warn(
+            name,
+            f"{detail}: the publisher is not getting windows to the broker",
+            "see the mqtt checks and 'journalctl -u anoncam'; nothing is lost, the "
+            "backlog is sent when the broker is reachable",
+            **figures,
+        )
     return ok(name, detail, **figures)
 
 

@@ -16,10 +16,11 @@ from types import ModuleType
 from typing import Any
 
 from firmware import __version__
-from firmware import config as config_module
-from firmware.config import Config
-from firmware.diagnostics import camera, clock, model, mqtt, power, service, storage
-from firmware.diagnostics.base import Check, Context, Host, Status, fail
+from firmware.config import settings as config_module
+from firmware.config.settings import Config
+from firmware.device.host import Host
+from firmware.diagnostics import camera, clock, model, mqtt, power, storage, systemd
+from firmware.diagnostics.base import Check, Context, Status, fail
 from firmware.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ FAMILIES: dict[str, ModuleType] = {
     "clock": clock,
     "power": power,
     "storage": storage,
-    "service": service,
+    "service": systemd,
 }
 
 
@@ -95,8 +96,13 @@ def run_checks(ctx: Context, only: set[str] | None = None) -> list[Check]:
             checks = run(ctx)
         except Exception as exc:  # the diagnosis goes on: report the crash as this family's result
             logger.exception("check family %s crashed", family)
-            checks = [fail(family, f"the {family} check crashed: {type(exc).__name__}: {exc}",
-                           "report this with 'anoncam support-bundle' output")]
+            checks = [
+                fail(
+                    family,
+                    f"the {family} check crashed: {type(exc).__name__}: {exc}",
+                    "report this with 'anoncam support-bundle' output",
+                )
+            ]
         logger.debug("%s checks took %.2f s", family, time.monotonic() - t0)
         if only is not None and family not in only:
             checks = [c for c in checks if c.name in only or c.name == family]
@@ -149,8 +155,10 @@ class Report:
             "version": self.version,
             "generated": self.generated,
             "host": self.host,
-            "config": {"path": None if self.config_path is None else str(self.config_path),
-                       "found": self.config_path is not None},
+            "config": {
+                "path": None if self.config_path is None else str(self.config_path),
+                "found": self.config_path is not None,
+            },
             "summary": self.counts(),
             "checks": [c.to_dict() for c in self.checks],
         }
@@ -160,8 +168,9 @@ def diagnose(ctx: Context, only: set[str] | None = None) -> Report:
     """Run the checks and wrap them with the host facts and the time."""
     generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     checks = run_checks(ctx, only)
-    return Report(checks=checks, host=host_facts(ctx.host), generated=generated,
-                  config_path=ctx.config_path)
+    return Report(
+        checks=checks, host=host_facts(ctx.host), generated=generated, config_path=ctx.config_path
+    )
 
 
 def exit_code(checks: Sequence[Check]) -> int:

@@ -1,6 +1,6 @@
 """The hand-over point between the running pipeline and the preview page.
 
-The service calls :meth:`PreviewHub.publish` with each :class:`~firmware.anonymizing.Anonymized`
+The service calls :meth:`PreviewHub.publish` with each :class:`~firmware.anonymize.stage.Anonymized`
 result (never a raw :class:`~firmware.frames.Frame`: ``publish`` checks the type at run time
 too) plus the current window's counts and health figures. The preview server's MJPEG clients
 wait on the hub for a newer frame.
@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from firmware.anonymizing import Anonymized
-from firmware.config import CounterConfig
+from firmware.anonymize.stage import Anonymized
+from firmware.config.settings import CounterConfig
 from firmware.frames import Image
-from firmware.jpeg import encode_jpeg
+from firmware.media.image import encode_jpeg
 
 logger = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from firmware.config import PreviewConfig
-from firmware.config_edit import save_counter, validate_counter
+from firmware.config.edit import save_counter, validate_counter
+from firmware.config.settings import PreviewConfig
 from firmware.errors import ConfigError, OutputError
 from firmware.preview.hub import PreviewHub
 

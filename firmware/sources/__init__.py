@@ -4,15 +4,15 @@ Implementations sit next to the protocol, one module each, and are imported only
 for, so ``import firmware.sources`` needs neither picamera2 nor a camera (nor PyAV's decoders
 to be touched):
 
-- ``picamera2_source.Picamera2Source``: the Pi camera (main stream + low-resolution stream)
+- ``camera.Picamera2Source``: the Pi camera (main stream + low-resolution stream)
 - ``video.VideoFileSource``: a video file, decoded with PyAV
 - ``folder.ImageFolderSource``: a folder of JPEG/PNG files, decoded with PyAV
-- ``synthetic.SyntheticScene``: people with real face photos crossing a counting line
+- ``synthetic.scene.SyntheticScene``: people with real face photos crossing a counting line
 """
 
 from __future__ import annotations
 
-from firmware.config import SourceConfig
+from firmware.config.settings import SourceConfig
 from firmware.errors import InputError
 from firmware.sources.base import FrameSource
 
@@ -27,11 +27,11 @@ def open_source(config: SourceConfig) -> FrameSource:
     camera that cannot be opened.
     """
     if config.kind == "picamera2":
-        from firmware.sources.picamera2_source import Picamera2Source
+        from firmware.sources.camera import Picamera2Source
 
         return Picamera2Source(config)
     if config.kind == "synthetic":
-        from firmware.sources.synthetic import SyntheticScene
+        from firmware.sources.synthetic.scene import SyntheticScene
 
         return SyntheticScene(
             width=config.width, height=config.height, fps=config.fps, duration_s=config.duration_s

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from firmware.errors import InputError
 from firmware.frames import Frame
+from firmware.media.image import IMAGE_SUFFIXES, read_image, write_image
 from firmware.sources.base import SourceBase
-from firmware.sources.image_io import IMAGE_SUFFIXES, read_image, write_image
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import av
 
 from firmware.errors import InputError
 from firmware.frames import Frame
-from firmware.sources._av import error_text, frame_to_bgr, open_input
+from firmware.media.avio import error_text, frame_to_bgr, open_input
 from firmware.sources.base import SourceBase
 
 logger = logging.getLogger(__name__)

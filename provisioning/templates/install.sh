@@ -115,7 +115,7 @@ if [ -d "$BUNDLE" ]; then
         --upgrade --upgrade-strategy only-if-needed anoncam 2>&1 | tee -a "$LOG"
     log "installed $("$ROOT$VENV/bin/anoncam" --version)"
 fi
-"$ROOT$VENV/bin/python" -c 'import sys; import firmware.config as c; c.load(sys.argv[1])' "$ROOT$ETC/config.toml"
+"$ROOT$VENV/bin/python" -c 'import sys; import firmware.config.settings as c; c.load(sys.argv[1])' "$ROOT$ETC/config.toml"
 
 # 7. The service: installed, enabled, and started now when the system is already up (cloud-init).
 install -D -m 0644 "$PAYLOAD/@@SERVICE_NAME@@" "$ROOT$UNIT"

@@ -95,8 +95,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
     lines = []
     for r, row in enumerate([headers, *rows]):
-        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append(indent + "  ".join(cells).rstrip())
         if r == 0:
             lines.append(indent + "  ".join("-" * w for w in widths))
@@ -155,14 +157,20 @@ def run_measured(label: str, cmd: list[str], workdir: Path) -> RunResult:
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     result = RunResult(
-        label=label, cmd=cmd, wall_s=wall, returncode=proc.returncode,
-        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
-        max_rss_mb=peak, cpu_s=usage.ru_utime + usage.ru_stime,
+        label=label,
+        cmd=cmd,
+        wall_s=wall,
+        returncode=proc.returncode,
+        stdout=out_path.read_text(errors="replace"),
+        stderr=err_path.read_text(errors="replace"),
+        max_rss_mb=peak,
+        cpu_s=usage.ru_utime + usage.ru_stime,
     )
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
-        raise BenchError(f"{label} failed with exit code {result.returncode}:\n"
-                         f"  {' '.join(cmd)}\n{tail}")
+        raise BenchError(
+            f"{label} failed with exit code {result.returncode}:\n  {' '.join(cmd)}\n{tail}"
+        )
     return result
 
 
@@ -182,11 +190,17 @@ class Clip:
 
 
 def make_clip(workdir: Path, frames: int | None) -> Clip:
-    from firmware.sources.synthetic import SyntheticScene, write_video
+    from firmware.sources.synthetic.scene import SyntheticScene, write_video
     from firmware.sources.video import VideoFileSource
 
-    scene = SyntheticScene(*CLIP_SIZE, CLIP_FPS, CLIP_SECONDS, seed=CLIP_SEED,
-                           max_in_view=CLIP_LANES, mean_gap_s=CLIP_GAP_S)
+    scene = SyntheticScene(
+        *CLIP_SIZE,
+        CLIP_FPS,
+        CLIP_SECONDS,
+        seed=CLIP_SEED,
+        max_in_view=CLIP_LANES,
+        mean_gap_s=CLIP_GAP_S,
+    )
     n = scene.frame_count if frames is None else min(frames, scene.frame_count)
     path = workdir / f"clip-{n}.mp4"
     codec = write_video(scene, path, max_frames=n)
@@ -217,8 +231,13 @@ def bench_detectors(configs: list[DetConfig], clip: Clip, rounds: int) -> None:
     from firmware.detect.centerface import CenterFace
 
     for c in configs:
-        c.detector = CenterFace(c.path, threshold=THRESHOLD, detect_size=c.size,
-                                threads=c.threads, check_hash=c.check_hash)
+        c.detector = CenterFace(
+            c.path,
+            threshold=THRESHOLD,
+            detect_size=c.size,
+            threads=c.threads,
+            check_hash=c.check_hash,
+        )
     frames = clip.frames
     for r in range(rounds):
         wall = {id(c): 0.0 for c in configs}
@@ -255,7 +274,7 @@ class Recall:
 def recall(detections: list[NDArray[np.float32]], truth: list[NDArray[np.float32]]) -> Recall:
     """A truth face counts as found when some detection overlaps it with IoU >= 0.3.
     Unmatched detections include faces less than half in view, which are not in the truth."""
-    from firmware.frames import iou_matrix
+    from firmware.boxes import iou_matrix
 
     matched = total = extra = 0
     ious: list[float] = []
@@ -298,8 +317,10 @@ def coverage(video: Path, truth: list[NDArray[np.float32]]) -> Coverage:
             h, w = f.image.shape[:2]
             for x1, y1, x2, y2 in truth[f.index]:
                 cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
-                core = f.image[int(max(cy - hh, 0)) : int(min(cy + hh, h)),
-                               int(max(cx - hw, 0)) : int(min(cx + hw, w))]
+                core = f.image[
+                    int(max(cy - hh, 0)) : int(min(cy + hh, h)),
+                    int(max(cx - hw, 0)) : int(min(cx + hw, w)),
+                ]
                 if core.size == 0:
                     continue
                 checked += 1
@@ -325,8 +346,9 @@ class Tool:
         return [frames / r.wall_s for r in self.runs]
 
 
-def anoncam_tool(label: str, extra: list[str], model: Path | None,
-                 size: tuple[int, int] | None, threads: int) -> Tool:
+def anoncam_tool(
+    label: str, extra: list[str], model: Path | None, size: tuple[int, int] | None, threads: int
+) -> Tool:
     def command(clip: Path, out: Path, solid: bool) -> list[str]:
         cmd = [sys.executable, "-m", "firmware", "blur", str(clip), "-o", str(out), *extra]
         if model is not None:
@@ -374,29 +396,47 @@ def ensure_deface(workdir: Path, given: Path | None) -> DefaceEnv:
     if given is not None:
         venv = given
         if not (venv / "bin" / "deface").is_file():
-            raise BenchError(f"{venv}: no bin/deface in it; give a venv with deface installed "
-                             f"(pip install {' '.join(DEFACE_PACKAGES)}) or leave out "
-                             "--deface-venv")
+            raise BenchError(
+                f"{venv}: no bin/deface in it; give a venv with deface installed "
+                f"(pip install {' '.join(DEFACE_PACKAGES)}) or leave out "
+                "--deface-venv"
+            )
     else:
         venv = workdir / "deface-venv"
         if not (venv / "bin" / "deface").is_file():
             log(f"installing {' '.join(DEFACE_PACKAGES)} from PyPI into {venv} (throwaway)")
             t0 = time.perf_counter()
-            for cmd in ([sys.executable, "-m", "venv", str(venv)],
-                        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                         "--disable-pip-version-check", *DEFACE_PACKAGES]):
+            for cmd in (
+                [sys.executable, "-m", "venv", str(venv)],
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    *DEFACE_PACKAGES,
+                ],
+            ):
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
-                    raise BenchError(f"installing deface failed: {' '.join(cmd)}\n"
-                                     f"{proc.stderr.strip()[-800:]}")
+                    raise BenchError(
+                        f"installing deface failed: {' '.join(cmd)}\n{proc.stderr.strip()[-800:]}"
+                    )
             installed_now, install_s = True, time.perf_counter() - t0
     python = venv / "bin" / "python"
     probe = subprocess.run(
-        [str(python), "-c",
-         "import importlib.metadata as m, importlib.util as u\n"
-         "print(m.version('deface'))\n"
-         "print(int(bool(u.find_spec('onnx') and u.find_spec('onnxruntime'))))"],
-        capture_output=True, text=True, check=False)
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m, importlib.util as u\n"
+            "print(m.version('deface'))\n"
+            "print(int(bool(u.find_spec('onnx') and u.find_spec('onnxruntime'))))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.returncode != 0:
         raise BenchError(f"{python}: cannot import deface's metadata: {probe.stderr.strip()}")
     version, has_ort = probe.stdout.split()
@@ -407,18 +447,20 @@ def ensure_deface(workdir: Path, given: Path | None) -> DefaceEnv:
 # -- int8 ---------------------------------------------------------------------------------------
 def int8_model(workdir: Path, given: Path | None, fp32: Path | None) -> tuple[Path, str]:
     """The int8 model to compare and a line saying where it came from."""
-    from firmware.models import sha256_file
+    from firmware.fsutil import sha256_file
 
     if given is not None:
         return given, f"{given} (given), sha256 {sha256_file(given)}"
-    from firmware.quantize import quantize
+    from firmware.models.quantize import quantize
 
     log("quantizing the model to int8 (built-in calibration set)")
     q = quantize(workdir / "centerface-int8.onnx", source=fp32)
-    return q.path, (f"{q.path}, {q.size} bytes, sha256 {q.sha256}; quantized here in "
-                    f"{q.seconds:.1f} s (QDQ, per-channel, MinMax) on {q.calibration_inputs} "
-                    "calibration inputs: scikit-image pictures no test uses + LFW faces, "
-                    "at 640x480 and 320x256")
+    return q.path, (
+        f"{q.path}, {q.size} bytes, sha256 {q.sha256}; quantized here in "
+        f"{q.seconds:.1f} s (QDQ, per-channel, MinMax) on {q.calibration_inputs} "
+        "calibration inputs: scikit-image pictures no test uses + LFW faces, "
+        "at 640x480 and 320x256"
+    )
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -446,35 +488,77 @@ def versions() -> str:
     import av
     import onnxruntime
 
-    return (f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
-            f"numpy {np.__version__}, PyAV {av.__version__}")
+    return (
+        f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
+        f"numpy {np.__version__}, PyAV {av.__version__}"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK_FRAMES} frames, 1 round, no deface unless --deface-venv, no int8 "
-                   "unless --int8 (for CI; under 30 s)")
-    p.add_argument("--workdir", type=Path, default=None, metavar="DIR",
-                   help="keep the clip, outputs and deface's venv here (default: a temporary "
-                   "folder, deleted at the end)")
-    p.add_argument("--deface-venv", type=Path, default=None, metavar="DIR",
-                   help="an existing venv with deface installed (default: install one)")
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_FRAMES} frames, 1 round, no deface unless --deface-venv, no int8 "
+        "unless --int8 (for CI; under 30 s)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the clip, outputs and deface's venv here (default: a temporary "
+        "folder, deleted at the end)",
+    )
+    p.add_argument(
+        "--deface-venv",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="an existing venv with deface installed (default: install one)",
+    )
     p.add_argument("--no-deface", action="store_true", help="skip deface")
-    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                   help="compare an int8 model (default: on, off with --quick)")
-    p.add_argument("--int8-model", type=Path, default=None, metavar="FILE",
-                   help="the int8 model to compare (default: quantize one into the workdir)")
-    p.add_argument("--model", type=Path, default=None, metavar="FILE",
-                   help="fp32 model (default: the fetched one; anoncam blur checks its hash)")
-    p.add_argument("--rounds", type=int, default=None, metavar="N",
-                   help="interleaved rounds of timing (default: 3, 1 with --quick)")
-    p.add_argument("--frames", type=int, default=None, metavar="N",
-                   help=f"use the first N frames of the clip (default: all 300, "
-                   f"{QUICK_FRAMES} with --quick)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE",
-                   help="also write the figures as JSON")
+    p.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compare an int8 model (default: on, off with --quick)",
+    )
+    p.add_argument(
+        "--int8-model",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the int8 model to compare (default: quantize one into the workdir)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="fp32 model (default: the fetched one; anoncam blur checks its hash)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="interleaved rounds of timing (default: 3, 1 with --quick)",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"use the first N frames of the clip (default: all 300, {QUICK_FRAMES} with --quick)",
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON"
+    )
     args = p.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         p.error("--rounds must be at least 1")
@@ -506,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(args: argparse.Namespace, workdir: Path) -> int:
-    from firmware.models import verify
+    from firmware.models.verify import verify
 
     quick = args.quick
     rounds = args.rounds or (1 if quick else 3)
@@ -531,8 +615,12 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     models: list[tuple[str, Path | None, bool]] = [("fp32", args.model, args.model is None)]
     if int8_path is not None:
         models.append(("int8", int8_path, False))
-    configs = [DetConfig(name, path, check, size, threads)
-               for name, path, check in models for size in (None, FAST_SIZE) for threads in (1, 2)]
+    configs = [
+        DetConfig(name, path, check, size, threads)
+        for name, path, check in models
+        for size in (None, FAST_SIZE)
+        for threads in (1, 2)
+    ]
     log(f"bare detector: {len(configs)} configurations x {n} frames x {rounds} round(s)")
     bench_detectors(configs, clip, rounds)
 
@@ -542,21 +630,30 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
         anoncam_tool("anoncam blur (defaults)", [], args.model, None, 2),
         anoncam_tool("anoncam blur --threads 1", ["--threads", "1"], args.model, None, 1),
         anoncam_tool(f"anoncam blur {' '.join(fast)}", fast, args.model, FAST_SIZE, 2),
-        anoncam_tool(f"anoncam blur {' '.join(fast)} --threads 1", [*fast, "--threads", "1"],
-                     args.model, FAST_SIZE, 1),
+        anoncam_tool(
+            f"anoncam blur {' '.join(fast)} --threads 1",
+            [*fast, "--threads", "1"],
+            args.model,
+            FAST_SIZE,
+            1,
+        ),
     ]
     if deface is not None:
         for backend in deface.backends:
-            label = (f"deface (defaults: {backend} backend)" if backend == deface.backends[0]
-                     else f"deface --backend {backend}")
+            label = (
+                f"deface (defaults: {backend} backend)"
+                if backend == deface.backends[0]
+                else f"deface --backend {backend}"
+            )
             tools.append(deface_tool(label, deface.exe, backend))
     outdir = workdir / "out"
     outdir.mkdir(exist_ok=True)
     for r in range(rounds):
         for i, tool in enumerate(tools):
             log(f"round {r + 1}/{rounds}: {tool.label}")
-            run = run_measured(tool.label, tool.command(clip.path, outdir / f"t{i}.mp4", False),
-                               workdir)
+            run = run_measured(
+                tool.label, tool.command(clip.path, outdir / f"t{i}.mp4", False), workdir
+            )
             tool.runs.append(run)
             tool.reported_fps.append(reported_fps(tool, run))
     # 3. coverage: one solid-fill run per tool
@@ -568,8 +665,9 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
 
     # -- report -----------------------------------------------------------------------------
     def det(model: str, size: tuple[int, int] | None, threads: int) -> DetConfig:
-        return next(c for c in configs
-                    if c.model == model and c.size == size and c.threads == threads)
+        return next(
+            c for c in configs if c.model == model and c.size == size and c.threads == threads
+        )
 
     def sz(size: tuple[int, int] | None) -> str:
         return size_label(size, full)
@@ -578,65 +676,120 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     best_deface = max(deface_tools, key=lambda t: med(t.wall_fps(n)), default=None)
     report: list[str] = []
     say = report.append
-    say(f"anoncam benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-        f"{' (--quick)' if quick else ''}")
+    say(f"anoncam benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}")
     say(f"machine: {machine_line()}; load average {load_before} at start")
-    say(f"software: {versions()}"
-        + (f"; deface {deface.version} in {deface.venv}" if deface else ""))
-    say(f"clip: {clip.description} -> {clip.path.name}, {n} frames "
+    say(
+        f"software: {versions()}"
+        + (f"; deface {deface.version} in {deface.venv}" if deface else "")
+    )
+    say(
+        f"clip: {clip.description} -> {clip.path.name}, {n} frames "
         f"{full[0]}x{full[1]} ({clip.codec}); {clip.faces} truth faces at least "
-        f"half in view, in {sum(len(t) > 0 for t in clip.truth)} frames")
+        f"half in view, in {sum(len(t) > 0 for t in clip.truth)} frames"
+    )
     say(f"model: fp32 {fp32.path} (sha256 {fp32.sha256[:16]}...)")
     say(f"timing: {rounds} interleaved round(s); figures are median [min-max] over rounds")
     say("")
-    say("bare detector (CenterFace on frames decoded in memory, threshold 0.2; the detect size "
-        "includes the downscale)")
+    say(
+        "bare detector (CenterFace on frames decoded in memory, threshold 0.2; the detect size "
+        "includes the downscale)"
+    )
     rows = []
     for c in configs:
         ref = det("fp32", c.size, c.threads)
-        rows.append([c.model, sz(c.size), str(c.threads), spread(c.fps),
-                     f"{1e3 / med(c.fps):.1f}", f"{med(c.cpu_ms):.1f}",
-                     "1.00" if c is ref else f"{med(c.fps) / med(ref.fps):.2f}"])
+        rows.append(
+            [
+                c.model,
+                sz(c.size),
+                str(c.threads),
+                spread(c.fps),
+                f"{1e3 / med(c.fps):.1f}",
+                f"{med(c.cpu_ms):.1f}",
+                "1.00" if c is ref else f"{med(c.fps) / med(ref.fps):.2f}",
+            ]
+        )
     say(table(["model", "input", "threads", "fps", "ms/frame", "CPU ms/frame", "vs fp32"], rows))
     say("  (CPU ms/frame with 2 threads includes onnxruntime's spin-waiting)")
     say("")
-    say("end to end (subprocess on the clip file: wall clock includes start-up and model load; "
-        "'reported' is the fps the tool prints)")
+    say(
+        "end to end (subprocess on the clip file: wall clock includes start-up and model load; "
+        "'reported' is the fps the tool prints)"
+    )
     rows = []
     for t in tools:
         wall = t.wall_fps(n)
-        ratio = (f"{med(wall) / med(best_deface.wall_fps(n)):.2f}x"
-                 if best_deface is not None else "-")
+        ratio = (
+            f"{med(wall) / med(best_deface.wall_fps(n)):.2f}x" if best_deface is not None else "-"
+        )
         if t.kind == "anoncam":
             bare = det("fp32", t.size, t.threads)
             vs_bare = f"{med(t.reported_fps) / med(bare.fps):.0%}"
         else:
             vs_bare = "-"
-        rows.append([t.label, spread([r.wall_s for r in t.runs]), spread(wall),
-                     spread(t.reported_fps), f"{max(r.max_rss_mb for r in t.runs):.0f}",
-                     f"{med([r.cpu_s for r in t.runs]):.1f}", ratio, vs_bare])
-    say(table(["run", "wall s", "fps (wall)", "fps (reported)", "peak RSS MB", "CPU s",
-               "vs deface", "vs bare det."], rows))
+        rows.append(
+            [
+                t.label,
+                spread([r.wall_s for r in t.runs]),
+                spread(wall),
+                spread(t.reported_fps),
+                f"{max(r.max_rss_mb for r in t.runs):.0f}",
+                f"{med([r.cpu_s for r in t.runs]):.1f}",
+                ratio,
+                vs_bare,
+            ]
+        )
+    say(
+        table(
+            [
+                "run",
+                "wall s",
+                "fps (wall)",
+                "fps (reported)",
+                "peak RSS MB",
+                "CPU s",
+                "vs deface",
+                "vs bare det.",
+            ],
+            rows,
+        )
+    )
     if best_deface is not None:
         say(f"  'vs deface': wall-clock fps over the faster deface backend ({best_deface.label})")
     else:
         say("  deface not run (--quick without --deface-venv, or --no-deface)")
-    say("  'vs bare det.': the reported fps over the bare detector's (fp32, same "
-        "input size and threads); the design target is >= 90 %")
+    say(
+        "  'vs bare det.': the reported fps over the bare detector's (fp32, same "
+        "input size and threads); the design target is >= 90 %"
+    )
     say("")
-    say("coverage (a second run with solid fill; a truth face at least half in "
-        "view is uncovered when under 95 % of the inner half of its box is dark)")
+    say(
+        "coverage (a second run with solid fill; a truth face at least half in "
+        "view is uncovered when under 95 % of the inner half of its box is dark)"
+    )
     rows = []
     for t in tools:
         cov = t.solid
         assert cov is not None
-        rows.append([t.label, f"{cov.frames}/{n}", str(cov.checked), str(cov.uncovered),
-                     str(cov.leak_frames)])
-    say(table(["run (with solid fill)", "frames", "faces checked", "uncovered",
-               "frames with a leak"], rows))
+        rows.append(
+            [
+                t.label,
+                f"{cov.frames}/{n}",
+                str(cov.checked),
+                str(cov.uncovered),
+                str(cov.leak_frames),
+            ]
+        )
+    say(
+        table(
+            ["run (with solid fill)", "frames", "faces checked", "uncovered", "frames with a leak"],
+            rows,
+        )
+    )
     say("")
-    say(f"detector recall over the clip (truth faces at least half in view, found "
-        f"when IoU >= {IOU_MATCH} with a detection; threshold {THRESHOLD}; fps with 2 threads)")
+    say(
+        f"detector recall over the clip (truth faces at least half in view, found "
+        f"when IoU >= {IOU_MATCH} with a detection; threshold {THRESHOLD}; fps with 2 threads)"
+    )
     rows = []
     recalls: dict[tuple[str, str], Recall] = {}
     for c in configs:
@@ -644,26 +797,52 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
             continue
         rc = recall(c.detections, clip.truth)
         recalls[(c.model, sz(c.size))] = rc
-        rows.append([c.model, sz(c.size), spread(c.fps), f"{rc.matched}/{rc.total}",
-                     f"{rc.percent:.1f} %", f"{rc.mean_iou:.2f}", str(rc.unmatched_detections)])
+        rows.append(
+            [
+                c.model,
+                sz(c.size),
+                spread(c.fps),
+                f"{rc.matched}/{rc.total}",
+                f"{rc.percent:.1f} %",
+                f"{rc.mean_iou:.2f}",
+                str(rc.unmatched_detections),
+            ]
+        )
     say(table(["model", "input", "fps", "found", "recall", "mean IoU", "unmatched dets"], rows))
     say("  (unmatched detections include faces less than half in view, which the truth omits)")
     if int8_path is not None:
         say(f"int8 model: {int8_note}")
-        speed = [med(det("int8", s, th).fps) / med(det("fp32", s, th).fps)
-                 for s in (None, FAST_SIZE) for th in (1, 2)]
-        lost = [recalls[("fp32", sz(s))].matched - recalls[("int8", sz(s))].matched
-                for s in (None, FAST_SIZE)]
-        faster = ("faster" if min(speed) > 1.05 else "not faster" if max(speed) < 0.95
-                  else "mixed or about equal")
-        kept = ("keeps recall" if max(lost) <= 0 else
-                f"LOSES recall ({max(lost)} truth face(s) fewer found than fp32)")
-        say(f"int8 verdict: {kept}; {faster} on this machine (int8/fp32 fps "
+        speed = [
+            med(det("int8", s, th).fps) / med(det("fp32", s, th).fps)
+            for s in (None, FAST_SIZE)
+            for th in (1, 2)
+        ]
+        lost = [
+            recalls[("fp32", sz(s))].matched - recalls[("int8", sz(s))].matched
+            for s in (None, FAST_SIZE)
+        ]
+        faster = (
+            "faster"
+            if min(speed) > 1.05
+            else "not faster"
+            if max(speed) < 0.95
+            else "mixed or about equal"
+        )
+        kept = (
+            "keeps recall"
+            if max(lost) <= 0
+            else f"LOSES recall ({max(lost)} truth face(s) fewer found than fp32)"
+        )
+        say(
+            f"int8 verdict: {kept}; {faster} on this machine (int8/fp32 fps "
             f"{min(speed):.2f}-{max(speed):.2f}x over both sizes and thread counts). An option "
-            "('anoncam models quantize'), not the default: the manifest pins the fp32 file.")
+            "('anoncam models quantize'), not the default: the manifest pins the fp32 file."
+        )
     say("")
-    say(f"target: anoncam blur at least {TARGET_RATIO:.0f}x deface's frame rate at "
-        f"{full[0]}x{full[1]} with no face left uncovered")
+    say(
+        f"target: anoncam blur at least {TARGET_RATIO:.0f}x deface's frame rate at "
+        f"{full[0]}x{full[1]} with no face left uncovered"
+    )
     verdicts: dict[str, Any] = {}
     for t in tools:
         if t.kind != "anoncam":
@@ -677,8 +856,10 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
         times = med(t.wall_fps(n)) / med(best_deface.wall_fps(n))
         met = times >= TARGET_RATIO and cov.uncovered == 0
         verdicts[t.label] = met
-        say(f"  {t.label}: {times:.2f}x the faster deface, {cov.uncovered} face(s) uncovered "
-            f"-> {'MET' if met else 'NOT MET'}")
+        say(
+            f"  {t.label}: {times:.2f}x the faster deface, {cov.uncovered} face(s) uncovered "
+            f"-> {'MET' if met else 'NOT MET'}"
+        )
     took = time.perf_counter() - started
     say(f"load average {load_average()} at the end; bench took {took:.0f} s")
     if deface is not None and deface.installed_now:
@@ -687,15 +868,34 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
 
     if args.json is not None:
         data = {
-            "quick": quick, "rounds": rounds, "frames": n, "truth_faces": clip.faces,
-            "detector": [{"model": c.model, "input": sz(c.size), "threads": c.threads,
-                          "fps": c.fps, "cpu_ms": c.cpu_ms} for c in configs],
+            "quick": quick,
+            "rounds": rounds,
+            "frames": n,
+            "truth_faces": clip.faces,
+            "detector": [
+                {
+                    "model": c.model,
+                    "input": sz(c.size),
+                    "threads": c.threads,
+                    "fps": c.fps,
+                    "cpu_ms": c.cpu_ms,
+                }
+                for c in configs
+            ],
             "recall": {f"{m}@{s}": vars(rc) for (m, s), rc in recalls.items()},
-            "runs": [{"label": t.label, "kind": t.kind, "wall_s": [r.wall_s for r in t.runs],
-                      "fps_wall": t.wall_fps(n), "fps_reported": t.reported_fps,
-                      "max_rss_mb": [r.max_rss_mb for r in t.runs],
-                      "cpu_s": [r.cpu_s for r in t.runs],
-                      "coverage": vars(t.solid) if t.solid else None} for t in tools],
+            "runs": [
+                {
+                    "label": t.label,
+                    "kind": t.kind,
+                    "wall_s": [r.wall_s for r in t.runs],
+                    "fps_wall": t.wall_fps(n),
+                    "fps_reported": t.reported_fps,
+                    "max_rss_mb": [r.max_rss_mb for r in t.runs],
+                    "cpu_s": [r.cpu_s for r in t.runs],
+                    "coverage": vars(t.solid) if t.solid else None,
+                }
+                for t in tools
+            ],
             "target_met": verdicts,
             "int8_model": str(int8_path) if int8_path else None,
         }

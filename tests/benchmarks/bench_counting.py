@@ -1,7 +1,7 @@
 """Counting benchmark: how many line crossings the real pipeline counts right, and how fast.
 
 Synthetic scenes of rising crowd density (more people in view at once, shorter gaps between
-them) go through the real frame loop (:func:`firmware.pipeline.run`: source -> CenterFace
+them) go through the real frame loop (:func:`firmware.runtime.pipeline.run`: source -> CenterFace
 anonymizing stage -> tracker -> line counter -> window aggregator into a throw-away outbox; no
 MQTT). Each scene knows every true crossing of the line, with its time and direction.
 
@@ -41,17 +41,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from firmware.anonymize import Anonymizer
-from firmware.anonymizing import AnonymizingStage
-from firmware.config import Config
-from firmware.count import LineCounter
+from firmware.anonymize.cover import Anonymizer
+from firmware.anonymize.hold import MaskHold
+from firmware.anonymize.stage import AnonymizingStage
+from firmware.config.settings import Config
+from firmware.count import FrameCounts, LineCounter
 from firmware.detect.centerface import CenterFace
-from firmware.events import FrameCounts
-from firmware.hold import MaskHold
 from firmware.outbox import Outbox
-from firmware.pipeline import LoopStats, WallClock
-from firmware.pipeline import run as run_loop
-from firmware.sources.synthetic import Crossing, SyntheticScene
+from firmware.runtime.pipeline import LoopStats, WallClock
+from firmware.runtime.pipeline import run as run_loop
+from firmware.sources.synthetic.people import Crossing
+from firmware.sources.synthetic.scene import SyntheticScene
 from firmware.track import Tracker, TrackUpdate
 from firmware.windows import WindowAggregator
 
@@ -269,31 +269,67 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "crowd density (real model, real tracker and counter).",
         epilog="exit codes: 0 figures printed, 1 target missed (with --check), 2 bad arguments",
     )
-    p.add_argument("--quick", action="store_true",
-                   help="a few seconds per scene, small frames (what CI runs)")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="media seconds per scene (default: per density, 120-300 s; "
-                   f"quick: {QUICK_S:g} s)")
-    p.add_argument("--size", default=None, metavar="WxH",
-                   help="frame size (default 1280x720; quick 640x360)")
-    p.add_argument("--fps", type=float, default=None,
-                   help="scene frame rate (default 10: about what a Pi 4 detects per second, and "
-                   "the harder case for the tracker, which sees bigger steps between frames)")
-    p.add_argument("--detect", default=None, metavar="WxH",
-                   help="detection size, as a Pi's low-resolution stream (default 640x360; "
-                   "'full' for the frame size)")
+    p.add_argument(
+        "--quick", action="store_true", help="a few seconds per scene, small frames (what CI runs)"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"media seconds per scene (default: per density, 120-300 s; quick: {QUICK_S:g} s)",
+    )
+    p.add_argument(
+        "--size", default=None, metavar="WxH", help="frame size (default 1280x720; quick 640x360)"
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="scene frame rate (default 10: about what a Pi 4 detects per second, and "
+        "the harder case for the tracker, which sees bigger steps between frames)",
+    )
+    p.add_argument(
+        "--detect",
+        default=None,
+        metavar="WxH",
+        help="detection size, as a Pi's low-resolution stream (default 640x360; "
+        "'full' for the frame size)",
+    )
     p.add_argument("--seed", type=int, default=1, help="first scene seed (default 1)")
-    p.add_argument("--seeds", type=int, default=1, metavar="K",
-                   help="scenes per density, seeds SEED..SEED+K-1, summed (default 1)")
-    p.add_argument("--tolerance", type=float, default=1.0, metavar="S",
-                   help="time tolerance when matching a count to a true crossing (default 1 s)")
-    p.add_argument("--max-in-view", type=int, action="append", default=None, metavar="N",
-                   help="run only this density (repeatable)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="scenes per density, seeds SEED..SEED+K-1, summed (default 1)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="time tolerance when matching a count to a true crossing (default 1 s)",
+    )
+    p.add_argument(
+        "--max-in-view",
+        type=int,
+        action="append",
+        default=None,
+        metavar="N",
+        help="run only this density (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per density")
-    p.add_argument("--check", action="store_true",
-                   help=f"exit 1 unless every density reaches {TARGET:.0%} (match accuracy)")
-    p.add_argument("--events", action="store_true",
-                   help="also list missed and extra crossings (for investigating errors)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 1 unless every density reaches {TARGET:.0%} (match accuracy)",
+    )
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="also list missed and extra crossings (for investigating errors)",
+    )
     args = p.parse_args(argv)
 
     def size(text: str, flag: str) -> tuple[int, int]:
@@ -361,11 +397,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = _sum(parts)
         results.append(result)
         if args.json:
-            print(json.dumps({**asdict(result), "accuracy": round(result.accuracy, 4),
-                              "match_accuracy": round(result.match_accuracy, 4)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        **asdict(result),
+                        "accuracy": round(result.accuracy, 4),
+                        "match_accuracy": round(result.match_accuracy, 4),
+                    }
+                ),
+                flush=True,
+            )
         if result.window_entries != result.entries or result.window_exits != result.exits:
-            print(f"error: windows hold {result.window_entries}/{result.window_exits}, the "
-                  f"counter counted {result.entries}/{result.exits}", file=sys.stderr)
+            print(
+                f"error: windows hold {result.window_entries}/{result.window_exits}, the "
+                f"counter counted {result.entries}/{result.exits}",
+                file=sys.stderr,
+            )
             return 1
     if not args.json:
         print(_table(results))
@@ -375,9 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         total_matched = sum(r.matched for r in results)
         total_extra = sum(r.extra for r in results)
         overall = total_matched / max(1, total_true + total_extra)
-        print(f"overall: {total_matched} of {total_true} true crossings matched, "
-              f"{total_extra} extra: {overall:.1%}; worst density {worst:.1%} "
-              f"({'meets' if worst >= TARGET else 'below'} the {TARGET:.0%} target)")
+        print(
+            f"overall: {total_matched} of {total_true} true crossings matched, "
+            f"{total_extra} extra: {overall:.1%}; worst density {worst:.1%} "
+            f"({'meets' if worst >= TARGET else 'below'} the {TARGET:.0%} target)"
+        )
     if args.check and any(r.match_accuracy < TARGET for r in results):
         return 1
     return 0
@@ -420,9 +469,12 @@ def _print_errors(
 ) -> None:
     """Which crossings went wrong, for investigation (times only: nothing per person)."""
     missed, extra = pair(events, truth, tolerance_s)
-    print(f"{result.density}, seed {seed}: missed "
-          f"{[(round(c.t_s, 2), c.direction) for c in missed]}; "
-          f"extra {[(round(e.t_s, 2), e.direction) for e in extra]}", flush=True)
+    print(
+        f"{result.density}, seed {seed}: missed "
+        f"{[(round(c.t_s, 2), c.direction) for c in missed]}; "
+        f"extra {[(round(e.t_s, 2), e.direction) for e in extra]}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -22,14 +22,29 @@ def test_quick_bench_prints_every_section(tmp_path: Path) -> None:
     'anoncam blur' leaves no truth face uncovered on the clip."""
     workdir, report = tmp_path / "work", tmp_path / "bench.json"
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--quick", "--workdir", str(workdir),
-         "--json", str(report)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(ROOT / "scripts" / "bench"),
+            "--quick",
+            "--workdir",
+            str(workdir),
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    for heading in ("clip: synthetic scene 640x480", "bare detector", "end to end", "coverage",
-                    "detector recall", "target: anoncam blur at least 3x"):
+    for heading in (
+        "clip: synthetic scene 640x480",
+        "bare detector",
+        "end to end",
+        "coverage",
+        "detector recall",
+        "target: anoncam blur at least 3x",
+    ):
         assert heading in out, f"missing {heading!r} in:\n{out}"
     data = json.loads(report.read_text())
     assert data["quick"] and data["rounds"] == 1 and data["frames"] == 45

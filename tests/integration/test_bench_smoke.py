@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from firmware.sources.synthetic import Crossing
+from firmware.sources.synthetic.people import Crossing
 from tests.benchmarks.bench_counting import DENSITIES, Event, Result, _table, match
 from tests.support.scenes import REPO
 
@@ -22,7 +22,10 @@ def test_quick_counting_bench_runs_every_density() -> None:
     the script itself fails (exit 1) if the windows do not add up to what the counter counted."""
     proc = subprocess.run(
         [str(REPO / "scripts" / "bench-counting"), "--quick", "--json"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -41,8 +44,13 @@ def test_matching_is_one_to_one_by_direction_within_tolerance() -> None:
     """A count matches a true crossing only in the same direction, within the tolerance, and
     each side at most once; the closest pairs win."""
     truth = [Crossing(10.0, "entry"), Crossing(10.5, "entry"), Crossing(20.0, "exit")]
-    events = [Event(10.4, "entry"), Event(10.6, "entry"), Event(10.7, "entry"),
-              Event(20.2, "entry"), Event(25.0, "exit")]
+    events = [
+        Event(10.4, "entry"),
+        Event(10.6, "entry"),
+        Event(10.7, "entry"),
+        Event(20.2, "entry"),
+        Event(25.0, "exit"),
+    ]
     assert match(events, truth, 1.0) == (2, 1, 3)  # matched, missed (the exit), extra
     assert match([], truth, 1.0) == (0, 3, 0)
     assert match([Event(11.2, "entry")], truth[:1], 1.0) == (0, 1, 1)
@@ -50,9 +58,23 @@ def test_matching_is_one_to_one_by_direction_within_tolerance() -> None:
 
 def test_accuracy_figures_and_table() -> None:
     """acc lets a miss and a false count of the same direction cancel; match does not."""
-    r = Result(density="2 in view", max_in_view=2, seconds=60.0, frames=600, true_entries=10,
-               true_exits=10, entries=10, exits=9, matched=18, missed=2, extra=1,
-               window_entries=10, window_exits=9, fps=25.0, detect_ms=30.0)
+    r = Result(
+        density="2 in view",
+        max_in_view=2,
+        seconds=60.0,
+        frames=600,
+        true_entries=10,
+        true_exits=10,
+        entries=10,
+        exits=9,
+        matched=18,
+        missed=2,
+        extra=1,
+        window_entries=10,
+        window_exits=9,
+        fps=25.0,
+        detect_ms=30.0,
+    )
     assert r.accuracy == pytest.approx(0.95)
     assert r.match_accuracy == pytest.approx(18 / 21)
     table = _table([r])

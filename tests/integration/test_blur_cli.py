@@ -10,11 +10,11 @@ import av
 import numpy as np
 import pytest
 
+from firmware.boxes import iou_matrix
 from firmware.cli import main
 from firmware.detect.centerface import CenterFace
-from firmware.frames import iou_matrix
-from firmware.sources.image_io import read_image
-from firmware.sources.synthetic import SyntheticScene, write_video
+from firmware.media.image import read_image
+from firmware.sources.synthetic.scene import SyntheticScene, write_video
 from firmware.sources.video import VideoFileSource
 from tests.support.faces import DATA, FACES
 
@@ -148,7 +148,7 @@ def test_video_formats_keep_count_size_and_rate(tmp_path: Path, scene_video: Pat
     for suffix in (".mkv", ".avi"):
         src = tmp_path / f"in{suffix}"
         with VideoFileSource(scene_video) as s:
-            from firmware.video_out import write_video as encode
+            from firmware.media.video_writer import write_video as encode
 
             encode(
                 (f.image for f, _ in zip(s.frames(), range(30), strict=False)),
@@ -227,7 +227,7 @@ def test_non_image_and_unknown_files(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_wrong_model_hash_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from firmware.models import default_model_path
+    from firmware.models.manifest import default_model_path
 
     bad = tmp_path / "model.onnx"
     shutil.copy(default_model_path(), bad)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from firmware.boxes import iou_matrix
 from firmware.detect.centerface import CenterFace, decode, nms
-from firmware.frames import iou_matrix
 from tests.support.faces import FACE_FREE, FACES, load_bgr
 
 pytestmark = pytest.mark.integration

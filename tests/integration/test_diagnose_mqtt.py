@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from firmware.config import Config
+from firmware.config.settings import Config
 from firmware.diagnostics import Context, Host, Status
 from firmware.diagnostics import mqtt as mqtt_checks
 from firmware.diagnostics.base import Check
@@ -33,8 +33,14 @@ TIMEOUT = 3.0
 def config(broker: Broker, tmp_path: Path, **mqtt: object) -> Config:
     data: dict[str, object] = {"host": broker.host, "port": broker.port}
     data.update(mqtt)
-    return Config.model_validate({"site": "store-042", "device": "door-1",
-                                  "state_dir": str(tmp_path / "state"), "mqtt": data})
+    return Config.model_validate(
+        {
+            "site": "store-042",
+            "device": "door-1",
+            "state_dir": str(tmp_path / "state"),
+            "mqtt": data,
+        }
+    )
 
 
 def run(cfg: Config, timeout: float = TIMEOUT) -> dict[str, Check]:
@@ -54,8 +60,9 @@ def password_file(tmp_path: Path, secret: str) -> Path:
 def auth_broker(tmp_path: Path) -> Iterator[Broker]:
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile = tmp_path / "passwd"
-    subprocess.run([passwd, "-b", "-c", str(pwfile), USER, PASSWORD], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [passwd, "-b", "-c", str(pwfile), USER, PASSWORD], check=True, capture_output=True
+    )
     broker = make_broker(tmp_path / "auth", f"password_file {pwfile}", anonymous=False)
     broker.start()
     yield broker
@@ -99,8 +106,9 @@ def test_unresolvable_host_fails_at_dns(tmp_path: Path) -> None:
 def test_wrong_password_fails_not_authorized(auth_broker: Broker, tmp_path: Path) -> None:
     """A password file made by mosquitto_passwd, and the wrong password in the device's file:
     FAIL 'Not authorized' naming the user, with the fix; the round trip is not attempted."""
-    cfg = config(auth_broker, tmp_path, username=USER,
-                 password_file=str(password_file(tmp_path, "WrOnG")))
+    cfg = config(
+        auth_broker, tmp_path, username=USER, password_file=str(password_file(tmp_path, "WrOnG"))
+    )
     checks = run(cfg)
     auth = checks["mqtt.auth"]
     assert auth.status == Status.FAIL
@@ -111,8 +119,9 @@ def test_wrong_password_fails_not_authorized(auth_broker: Broker, tmp_path: Path
 
 
 def test_right_password_ok(auth_broker: Broker, tmp_path: Path) -> None:
-    cfg = config(auth_broker, tmp_path, username=USER,
-                 password_file=str(password_file(tmp_path, PASSWORD)))
+    cfg = config(
+        auth_broker, tmp_path, username=USER, password_file=str(password_file(tmp_path, PASSWORD))
+    )
     checks = run(cfg)
     assert checks["mqtt.auth"].status == Status.OK
     assert f"user {USER!r}" in checks["mqtt.auth"].detail
@@ -130,16 +139,19 @@ def test_acl_forbidding_read_is_a_warning(tmp_path: Path) -> None:
     trip cannot be measured, which is a WARN saying so, not a FAIL."""
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile = tmp_path / "passwd"
-    subprocess.run([passwd, "-b", "-c", str(pwfile), USER, PASSWORD], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [passwd, "-b", "-c", str(pwfile), USER, PASSWORD], check=True, capture_output=True
+    )
     acl = tmp_path / "acl"
     acl.write_text(f"user {USER}\ntopic write anoncam/#\n")
-    broker = make_broker(tmp_path / "acl-broker", f"password_file {pwfile}\nacl_file {acl}",
-                         anonymous=False)
+    broker = make_broker(
+        tmp_path / "acl-broker", f"password_file {pwfile}\nacl_file {acl}", anonymous=False
+    )
     broker.start()
     try:
-        cfg = config(broker, tmp_path, username=USER,
-                     password_file=str(password_file(tmp_path, PASSWORD)))
+        cfg = config(
+            broker, tmp_path, username=USER, password_file=str(password_file(tmp_path, PASSWORD))
+        )
         # Mosquitto 2.0 grants the SUBACK and silently withholds the message: the check waits
         # out its timeout, so keep it short here.
         checks = run(cfg, timeout=1.0)
@@ -167,12 +179,38 @@ class Pki:
     def server(self, name: str, not_before: datetime, not_after: datetime) -> tuple[Path, Path]:
         """A server certificate for 127.0.0.1/localhost, signed by the CA, with these dates."""
         d = self.directory
-        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", "/CN=localhost", cwd=d)
-        _openssl("ca", "-batch", "-config", "ca.cnf", "-in", f"{name}.csr", "-out",
-                 f"{name}.crt", "-notext", "-startdate", not_before.strftime("%Y%m%d%H%M%SZ"),
-                 "-enddate", not_after.strftime("%Y%m%d%H%M%SZ"), cwd=d)
+        _openssl(
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            "/CN=localhost",
+            cwd=d,
+        )
+        _openssl(
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-in",
+            f"{name}.csr",
+            "-out",
+            f"{name}.crt",
+            "-notext",
+            "-startdate",
+            not_before.strftime("%Y%m%d%H%M%SZ"),
+            "-enddate",
+            not_after.strftime("%Y%m%d%H%M%SZ"),
+            cwd=d,
+        )
         return d / f"{name}.crt", d / f"{name}.key"
 
 
@@ -209,19 +247,38 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     if shutil.which("openssl") is None:
         pytest.fail("the openssl command makes the test certificates: apt-get install openssl")
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=anoncam diagnose test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=anoncam diagnose test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
     (d / "ca.cnf").write_text(_CA_CNF)
     (d / "index.txt").write_text("")
     (d / "serial").write_text("1000\n")
     return Pki(d, d / "ca.crt")
 
 
-def tls_run(pki: Pki, tmp_path: Path, name: str, not_before: datetime,
-            not_after: datetime) -> dict[str, Check]:
+def tls_run(
+    pki: Pki, tmp_path: Path, name: str, not_before: datetime, not_after: datetime
+) -> dict[str, Check]:
     cert, key = pki.server(name, not_before, not_after)
     broker = make_broker(tmp_path / name, f"certfile {cert}\nkeyfile {key}")
     broker.start()
@@ -285,11 +342,16 @@ def test_tls_untrusted_ca_fails(pki: Pki, tmp_path: Path) -> None:
 def test_der_not_after_matches_openssl(pki: Pki) -> None:
     """The DER reader agrees with openssl on notAfter, for a date past 2049 (GeneralizedTime)
     as well as a UTCTime."""
-    for name, after in (("utc", datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)),
-                        ("gen", datetime(2051, 1, 2, 3, 4, 5, tzinfo=UTC))):
+    for name, after in (
+        ("utc", datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("gen", datetime(2051, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ):
         cert, _ = pki.server(name, datetime(2024, 1, 1, tzinfo=UTC), after)
-        der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"],
-                             capture_output=True, check=True).stdout
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(cert), "-outform", "DER"],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert mqtt_checks.cert_not_after(der) == after
 
 
@@ -309,17 +371,34 @@ def test_cli_on_this_machine_against_a_real_broker(mosquitto: Broker, tmp_path: 
     the table has every family, exit status 0 without FAILs; --json validates; after the broker
     is stopped the same command exits 1."""
     cfg = _write_config(tmp_path, mosquitto)
-    cmd = [sys.executable, "-m", "firmware", "-q", "diagnose", "--config", str(cfg),
-           "--timeout", "3", "--only", "camera,mqtt,clock,power,storage,service"]
-    table = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO,
-                           check=False)
-    for family in ("camera.source", "mqtt.roundtrip", "clock.sync", "power.temperature",
-                   "storage.outbox", "service.config"):
+    cmd = [
+        sys.executable,
+        "-m",
+        "firmware",
+        "-q",
+        "diagnose",
+        "--config",
+        str(cfg),
+        "--timeout",
+        "3",
+        "--only",
+        "camera,mqtt,clock,power,storage,service",
+    ]
+    table = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    for family in (
+        "camera.source",
+        "mqtt.roundtrip",
+        "clock.sync",
+        "power.temperature",
+        "storage.outbox",
+        "service.config",
+    ):
         assert family in table.stdout
     assert "OK      mqtt.roundtrip" in table.stdout
     assert table.returncode == (1 if "FAIL  " in table.stdout else 0), table.stdout
-    as_json = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120,
-                             cwd=REPO, check=False)
+    as_json = subprocess.run(
+        [*cmd, "--json"], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
+    )
     data = json.loads(as_json.stdout)
     jsonschema.validate(data, load_schema())
     assert as_json.returncode == (1 if data["summary"]["FAIL"] else 0)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.anonymize import Anonymizer
-from firmware.anonymizing import AnonymizingStage
+from firmware.anonymize.cover import Anonymizer
+from firmware.anonymize.hold import MaskHold
+from firmware.anonymize.stage import AnonymizingStage
+from firmware.boxes import iou_matrix
 from firmware.detect.centerface import CenterFace
 from firmware.errors import DetectorError
-from firmware.frames import Detections, Frame, Image, iou_matrix
-from firmware.hold import MaskHold
+from firmware.frames import Detections, Frame, Image
 from tests.support.faces import FACES, load_bgr
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def test_failed_detection_masks_whole_frame(real: CenterFace, exc: Exception) ->
     for r in results:
         found = real(r.image)
         overlap = iou_matrix(truth, found.boxes).max() if len(found) else 0.0
-        assert overlap < 0.3, f"frame {r.frame.index}: a face is visible after anonymization"
+        assert overlap < 0.3, f"frame {r.index}: a face is visible after anonymization"
     failed = results[1].image
     # masked entirely: no pixel keeps its original fine detail
     assert (failed != image).any(axis=2).mean() > 0.9

@@ -23,12 +23,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.config import MqttConfig, TlsConfig
+from firmware.config.settings import MqttConfig, TlsConfig
 from firmware.errors import BrokerError, ConfigError
-from firmware.mqtt_connect import read_password
+from firmware.mqtt.connect import read_password
+from firmware.mqtt.publish import Publisher
+from firmware.mqtt.subscribe.client import Subscriber
 from firmware.outbox import Outbox
-from firmware.publish import Publisher
-from firmware.subscriber import Subscriber
 from tests.integration.test_publish import DEVICE, REPO, SITE, Recorder, fill, health
 from tests.support.mosquitto import Broker, free_port, make_broker
 
@@ -113,7 +113,7 @@ def test_wrong_password_fails_fast_and_loud(
     pub = publisher(config, outbox)
     t0 = time.monotonic()
     with (
-        caplog.at_level(logging.ERROR, logger="firmware.publish"),
+        caplog.at_level(logging.ERROR, logger="firmware.mqtt.publish"),
         pytest.raises(BrokerError) as err,
     ):
         pub.start(wait_connected_s=10)
@@ -369,7 +369,7 @@ def test_tls_wrong_host_name_is_refused(
         insecure = MqttConfig(
             host="127.0.0.1", port=broker.port, tls=TlsConfig(ca_file=pki.ca, verify_hostname=False)
         )
-        with caplog.at_level(logging.WARNING, logger="firmware.mqtt_connect"):
+        with caplog.at_level(logging.WARNING, logger="firmware.mqtt.connect"):
             pub2 = publisher(insecure, outbox)
             assert pub2.start(wait_connected_s=5)
         assert any("verify_hostname = false" in r.getMessage() for r in caplog.records)
@@ -509,7 +509,7 @@ def test_auto_protocol_falls_back_to_311(
         rec = Recorder(mosquitto, ["anoncam/+/+/counts"])
         config = MqttConfig(host="127.0.0.1", port=proxy.port, protocol="auto")
         pub = publisher(config, outbox)
-        with caplog.at_level(logging.WARNING, logger="firmware.publish"):
+        with caplog.at_level(logging.WARNING, logger="firmware.mqtt.publish"):
             assert pub.start(wait_connected_s=5)
         assert pub.protocol == "3.1.1" and proxy.refused == 1
         assert sum("3.1.1" in r.getMessage() for r in caplog.records) == 1
@@ -534,7 +534,7 @@ def test_auto_protocol_falls_back_to_311(
 
 def test_tls_context_verifies_by_default(pki: Pki) -> None:
     """The context we build checks both the chain and the host name unless told otherwise."""
-    from firmware.mqtt_connect import tls_context
+    from firmware.mqtt.connect import tls_context
 
     ctx = tls_context(TlsConfig(ca_file=pki.ca))
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname

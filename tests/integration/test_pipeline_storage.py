@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware.anonymizing import build_stage
-from firmware.config import CounterConfig, TrackerConfig
+from firmware.anonymize.stage import build_stage
+from firmware.config.settings import CounterConfig, TrackerConfig
 from firmware.count import LineCounter
 from firmware.outbox import Outbox
-from firmware.pipeline import LoopStats, WallClock, run
-from firmware.sources.synthetic import SyntheticScene
+from firmware.runtime.pipeline import LoopStats, WallClock, run
+from firmware.sources.synthetic.scene import SyntheticScene
 from firmware.track import Tracker
 from firmware.windows import WindowAggregator
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.anonymizing import AnonymizingStage
-from firmware.config import CounterConfig, load
+from firmware.anonymize.stage import AnonymizingStage
+from firmware.config.settings import CounterConfig, load
 from firmware.detect.centerface import CenterFace
 from firmware.preview import PreviewServer
 from tests.integration.test_preview_server import (

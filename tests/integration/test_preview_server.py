@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from firmware.anonymizing import AnonymizingStage, stage_from_config
-from firmware.config import CounterConfig, PreviewConfig, from_dict, load
+from firmware.anonymize.stage import AnonymizingStage, stage_from_config
+from firmware.boxes import iou_matrix
+from firmware.config.settings import CounterConfig, PreviewConfig, from_dict, load
 from firmware.detect.centerface import CenterFace
 from firmware.errors import ConfigError
-from firmware.frames import Frame, iou_matrix
-from firmware.jpeg import decode_jpeg
+from firmware.frames import Frame
+from firmware.media.image import decode_jpeg
 from firmware.preview import PreviewHub, PreviewServer
 from firmware.preview.server import CSP, requires_token
 from tests.support.faces import FACES, load_bgr

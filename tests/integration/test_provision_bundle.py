@@ -77,9 +77,9 @@ def test_bundle_resolves_for_the_pi(
 
 def test_bundle_manifest_and_model(pi_bundle: Path) -> None:
     manifest = bundle_mod.check_bundle(pi_bundle)
-    from firmware import models
+    from firmware.models.manifest import spec
 
-    assert manifest["files"]["models/centerface-opt.onnx"]["sha256"] == models.spec().sha256
+    assert manifest["files"]["models/centerface-opt.onnx"]["sha256"] == spec().sha256
     assert manifest["pythons"] == ["3.11", "3.13"] and manifest["platform"] == "linux_aarch64"
     assert any(f.startswith("wheels/pip-") for f in manifest["files"])
     assert (pi_bundle / "constraints-cp311.txt").read_text().strip().endswith("numpy<2")

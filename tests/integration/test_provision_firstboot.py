@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from firmware import __version__
+from firmware.fsutil import sha256_file
 from provisioning import bundle as bundle_mod
 from provisioning import inventory, layout, payload
 from provisioning.credentials import SecretStore
@@ -123,7 +124,7 @@ def test_first_boot_installs_offline_and_places_everything(
     assert not (script_dir / "bundle").exists() and (script_dir / "INSTALLED").is_file()
     model = root / layout.MODELS_DIR.lstrip("/") / "centerface-opt.onnx"
     assert (
-        bundle_mod.sha256_file(model)
+        sha256_file(model)
         == bundle_mod.read_manifest(native_bundle)["files"]["models/centerface-opt.onnx"]["sha256"]
     )
     unit = root / layout.UNIT_PATH.lstrip("/")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from firmware.cli import main
-from firmware.config import from_dict
+from firmware.config.settings import from_dict
 from provisioning import firstboot, inventory, layout, payload
 from provisioning.credentials import SecretStore
 from tests.unit.test_provision_support import (

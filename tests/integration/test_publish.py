@@ -24,10 +24,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import contract
-from firmware.config import HomeAssistantConfig, MqttConfig
+from firmware.config.settings import HomeAssistantConfig, MqttConfig
+from firmware.mqtt.publish import Publisher
+from firmware.mqtt.subscribe.ledger import WindowLedger
 from firmware.outbox import Outbox
-from firmware.publish import Publisher
-from firmware.subscriber import WindowLedger
 from tests.support.mosquitto import Broker, make_broker
 
 pytestmark = pytest.mark.integration
@@ -231,9 +231,9 @@ def test_last_will_on_abrupt_death(mosquitto: Broker, tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from firmware.config import MqttConfig
+        from firmware.config.settings import MqttConfig
         from firmware.outbox import Outbox
-        from firmware.publish import Publisher
+        from firmware.mqtt.publish import Publisher
         outbox = Outbox(Path({str(tmp_path / "child.db")!r}))
         pub = Publisher(MqttConfig(host={mosquitto.host!r}, port={mosquitto.port}),
                         site={SITE!r}, device={DEVICE!r}, outbox=outbox,

@@ -10,13 +10,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from firmware.boxes import iou_matrix
 from firmware.cli import main
 from firmware.detect.centerface import CenterFace
 from firmware.errors import ModelError
-from firmware.frames import iou_matrix
-from firmware.models import default_model_path, sha256_file
-from firmware.quantize import BACKGROUNDS, QuantizedModel, builtin_calibration_images, quantize
-from firmware.sources.image_io import write_image
+from firmware.fsutil import sha256_file
+from firmware.media.image import write_image
+from firmware.models.manifest import default_model_path
+from firmware.models.quantize import (
+    BACKGROUNDS,
+    QuantizedModel,
+    builtin_calibration_images,
+    quantize,
+)
 from tests.support.faces import FACE_FREE, FACES, load_bgr
 
 pytestmark = pytest.mark.integration

@@ -80,8 +80,18 @@ def test_run_publishes_windows_that_add_up_to_the_truth(
     state = tmp_path / "state"
     listener = Listener(mosquitto, ["#"])
     db = tmp_path / "bi.sqlite3"
-    sub = RunProcess(["subscribe", "--mqtt-host", "127.0.0.1", "--mqtt-port",
-                      str(mosquitto.port), "--sqlite", str(db), "--json"])
+    sub = RunProcess(
+        [
+            "subscribe",
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            str(mosquitto.port),
+            "--sqlite",
+            str(db),
+            "--json",
+        ]
+    )
     try:
         assert sub.wait_log("subscribed to", 20), sub.stderr
         code, log = anoncam(run_args(door.path, mosquitto.port, state, window=10))
@@ -127,12 +137,38 @@ def test_run_publishes_windows_that_add_up_to_the_truth(
 
 
 # --------------------------------------------------------------------------- disk and log
-_SKIP_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-              "node_modules"}
+_SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "node_modules",
+}
 # Source-like files other people may be editing in the checkout while the tests run.
-_SOURCE_SUFFIXES = {".py", ".md", ".toml", ".json", ".txt", ".sh", ".cfg", ".ini", ".yaml",
-                    ".yml", ".html", ".js", ".css", ".service", ".conf", ".j2", ".in", ".rules",
-                    ".svg", ""}
+_SOURCE_SUFFIXES = {
+    ".py",
+    ".md",
+    ".toml",
+    ".json",
+    ".txt",
+    ".sh",
+    ".cfg",
+    ".ini",
+    ".yaml",
+    ".yml",
+    ".html",
+    ".js",
+    ".css",
+    ".service",
+    ".conf",
+    ".j2",
+    ".in",
+    ".rules",
+    ".svg",
+    "",
+}
 _MAGIC = (b"SQLite format 3", b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"\x93NUMPY", b"GIF8")
 
 
@@ -180,8 +216,9 @@ def _strace_works() -> bool:
     exe = shutil.which("strace")
     if exe is None:
         return False
-    probe = subprocess.run([exe, "-f", "-qq", "-o", os.devnull, "true"],
-                           capture_output=True, check=False)
+    probe = subprocess.run(
+        [exe, "-f", "-qq", "-o", os.devnull, "true"], capture_output=True, check=False
+    )
     return probe.returncode == 0
 
 
@@ -198,26 +235,48 @@ def quiet_run(door: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Itera
         d.mkdir()
     state = var / "anoncam"
     env = child_env(HOME=str(home), TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1")
-    for key in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME",
-                "ORT_DISABLE_TELEMETRY"):
+    for key in (
+        "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
+        "XDG_STATE_HOME",
+        "XDG_CONFIG_HOME",
+        "ORT_DISABLE_TELEMETRY",
+    ):
         env.pop(key, None)  # the run must keep quiet by itself
     trace = base / "strace.txt" if _strace_works() else None
     prefix: list[str] = []
     if trace is not None:
-        prefix = [shutil.which("strace") or "strace", "-f", "-qq", "-y", "-o", str(trace),
-                  "-e", "trace=open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,"
-                  "link,linkat,symlink,symlinkat,unlink,unlinkat,truncate"]
+        prefix = [
+            shutil.which("strace") or "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,"
+            "link,linkat,symlink,symlinkat,unlink,unlinkat,truncate",
+        ]
     roots = {"home": home, "tmp": tmp, "cwd": cwd, "var": var, "checkout": REPO}
     before = {name: snapshot(root) for name, root in roots.items()}
     try:
-        code, log = anoncam(["-vv", *run_args(door.path, broker.port, state, window=10)],
-                            env=env, cwd=cwd, prefix=prefix)
+        code, log = anoncam(
+            ["-vv", *run_args(door.path, broker.port, state, window=10)],
+            env=env,
+            cwd=cwd,
+            prefix=prefix,
+        )
         after = {name: snapshot(root) for name, root in roots.items()}
     finally:
         broker.stop()
-    yield QuietRun(code, log,
-                   {name: (roots[name], before[name], after[name]) for name in roots},
-                   state, trace, cwd)
+    yield QuietRun(
+        code,
+        log,
+        {name: (roots[name], before[name], after[name]) for name in roots},
+        state,
+        trace,
+        cwd,
+    )
 
 
 @pytest.mark.slow
@@ -289,32 +348,43 @@ def test_run_opens_no_file_for_writing_but_its_outbox(quiet_run: QuietRun) -> No
     on the machine (/tmp, /dev/shm, ~/.cache). Allowed: the state directory, the outbox database
     with its WAL, shared-memory and rollback journal files, and /dev/null."""
     if quiet_run.strace is None:
-        pytest.skip("strace is not installed or ptrace is not permitted here; "
-                    "test_run_writes_nothing_but_its_outbox still checks the result")
+        pytest.skip(
+            "strace is not installed or ptrace is not permitted here; "
+            "test_run_writes_nothing_but_its_outbox still checks the result"
+        )
     assert quiet_run.code == 0, quiet_run.log
     paths = written_paths(quiet_run.strace.read_text(errors="replace"), quiet_run.cwd)
     state = str(quiet_run.state)
-    allowed = {state, "/dev/null"} | {f"{state}/{OUTBOX_NAME}{s}"
-                                      for s in ("", "-wal", "-shm", "-journal")}
+    allowed = {state, "/dev/null"} | {
+        f"{state}/{OUTBOX_NAME}{s}" for s in ("", "-wal", "-shm", "-journal")
+    }
     assert f"{state}/{OUTBOX_NAME}" in paths, "the trace should show the outbox being written"
     assert sorted(paths - allowed) == []
 
 
 def test_written_paths_parses_strace() -> None:
     """The strace reader finds writes (incl. a call split across threads) and skips reads."""
-    trace = "\n".join([
-        '7  openat(AT_FDCWD</w>, "/etc/hosts", O_RDONLY|O_CLOEXEC) = 3</etc/hosts>',
-        '7 openat(AT_FDCWD</w>, "x.jpg", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 4</w/x.jpg>',
-        '8 openat(AT_FDCWD</w>, "/tmp/a.log", O_RDWR|O_CREAT <unfinished ...>',
-        "7 unlink(\"/dev/shm/sem.x\") = 0",
-        "8 <... openat resumed>, 0600) = 5</tmp/a.log>",
-        '7 mkdir("/tmp/exists", 0777) = -1 EEXIST (File exists)',
-        '7 rename("b.tmp", "/w/b") = 0',
-        '7 renameat(6</c/.ort>, "id.tmp", 6</c/.ort>, "id") = 0',
-    ])
-    assert written_paths(trace, Path("/w")) == {"/w/x.jpg", "/tmp/a.log", "/dev/shm/sem.x",
-                                                "/w/b.tmp", "/w/b", "/c/.ort/id.tmp",
-                                                "/c/.ort/id"}
+    trace = "\n".join(
+        [
+            '7  openat(AT_FDCWD</w>, "/etc/hosts", O_RDONLY|O_CLOEXEC) = 3</etc/hosts>',
+            '7 openat(AT_FDCWD</w>, "x.jpg", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 4</w/x.jpg>',
+            '8 openat(AT_FDCWD</w>, "/tmp/a.log", O_RDWR|O_CREAT <unfinished ...>',
+            '7 unlink("/dev/shm/sem.x") = 0',
+            "8 <... openat resumed>, 0600) = 5</tmp/a.log>",
+            '7 mkdir("/tmp/exists", 0777) = -1 EEXIST (File exists)',
+            '7 rename("b.tmp", "/w/b") = 0',
+            '7 renameat(6</c/.ort>, "id.tmp", 6</c/.ort>, "id") = 0',
+        ]
+    )
+    assert written_paths(trace, Path("/w")) == {
+        "/w/x.jpg",
+        "/tmp/a.log",
+        "/dev/shm/sem.x",
+        "/w/b.tmp",
+        "/w/b",
+        "/c/.ort/id.tmp",
+        "/c/.ort/id",
+    }
 
 
 # A box or landmark list: four numbers in a row, separated by commas or blanks.
@@ -323,8 +393,10 @@ _SEP = r"(?:\s*[,;]\s*|\s+)"
 _LEAKS = {
     "numbers like a box": re.compile(rf"(?<![\w.:/-]){_NUM}{_SEP}{_NUM}{_SEP}{_NUM}{_SEP}{_NUM}"),
     "a box or landmark": re.compile(r"(?i)\b(?:b?box|bbox|rect|landmarks?|keypoints?)\b\W{0,4}\d"),
-    "a track id": re.compile(r"(?i)\b(?:track|person|face|visitor)[\s_-]*(?:id\b|#|no\.?)?"
-                             r"\s*[=:#]?\s*\d+\b(?!\s*(?:frames?|tracks?|faces?|s\b|ms\b|%))"),
+    "a track id": re.compile(
+        r"(?i)\b(?:track|person|face|visitor)[\s_-]*(?:id\b|#|no\.?)?"
+        r"\s*[=:#]?\s*\d+\b(?!\s*(?:frames?|tracks?|faces?|s\b|ms\b|%))"
+    ),
     "an id field": re.compile(r"(?i)\b(?:track|person|face|visitor)_?ids?\b"),
     "image data": re.compile(r"data:image/|[A-Za-z0-9+/]{200,}={0,2}|JFIF|Exif|\x89PNG|\xff\xd8"),
 }
@@ -340,16 +412,19 @@ def leaks(log: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("line", [
-    "DEBUG firmware.track: matched track 3 to a detection",
-    "DEBUG firmware.count: track_id=12 crossed the line",
-    "DEBUG firmware.count: entry by person #4",
-    "DEBUG firmware.anonymizing: face at 120.5, 80.2, 160.1, 130.7",
-    "DEBUG firmware.anonymizing: box [12 40 88 120]",
-    "DEBUG firmware.track: bbox=(1, 2, 3, 4)",
-    "DEBUG firmware.preview: frame data:image/jpeg;base64,/9j/4AAQ",
-    "DEBUG firmware.preview: " + "QUJD" * 60,
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "DEBUG firmware.track: matched track 3 to a detection",
+        "DEBUG firmware.count: track_id=12 crossed the line",
+        "DEBUG firmware.count: entry by person #4",
+        "DEBUG firmware.anonymize.stage: face at 120.5, 80.2, 160.1, 130.7",
+        "DEBUG firmware.anonymize.stage: box [12 40 88 120]",
+        "DEBUG firmware.track: bbox=(1, 2, 3, 4)",
+        "DEBUG firmware.preview: frame data:image/jpeg;base64,/9j/4AAQ",
+        "DEBUG firmware.preview: " + "QUJD" * 60,
+    ],
+)
 def test_log_check_catches_planted_leaks(line: str) -> None:
     """The log check below is able to fail: each planted leak is found."""
     assert leaks(line)
@@ -360,5 +435,5 @@ def test_run_log_carries_no_box_track_id_or_image(quiet_run: QuietRun) -> None:
     """P1 (logs): the whole DEBUG log of a run (-vv, stderr) names no box coordinates, no track
     id and no image data, while it does log the run's state changes."""
     assert quiet_run.code == 0, quiet_run.log
-    assert "DEBUG " in quiet_run.log and "INFO firmware.service" in quiet_run.log
+    assert "DEBUG " in quiet_run.log and "INFO firmware.runtime.service" in quiet_run.log
     assert leaks(quiet_run.log) == []

@@ -4,8 +4,8 @@ The consumer side is what a real BI pipeline should run: a durable MQTT session
 (:class:`~tests.support.scenes.Listener` with ``durable=True``) on a broker that keeps sessions
 across restarts (:func:`~tests.support.scenes.persistent_broker`), so windows published while
 the consumer was reconnecting are queued for it; repeats (QoS 1 is at least once) are removed by
-``seq``, with :class:`~firmware.subscriber.WindowLedger` and ``anoncam subscribe``'s SQLite
-primary key.
+``seq``, with :class:`~firmware.mqtt.subscribe.ledger.WindowLedger` and ``anoncam subscribe``'s
+SQLite primary key.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.subscriber import SqliteSink
+from firmware.mqtt.subscribe.sinks import SqliteSink
 from tests.support.mosquitto import Broker, free_port, make_broker
 from tests.support.scenes import (
     BUSY_DOOR,
@@ -260,8 +260,9 @@ def test_refused_password_stops_the_run_with_the_fix(short: Rendered, tmp_path: 
     answer and the fix (not a silent retry loop that counts into an outbox nobody drains)."""
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile = tmp_path / "passwd"
-    subprocess.run([passwd, "-b", "-c", str(pwfile), "door-1", "right"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [passwd, "-b", "-c", str(pwfile), "door-1", "right"], check=True, capture_output=True
+    )
     pwfile.chmod(0o600)
     broker = make_broker(tmp_path / "auth", f"password_file {pwfile}", anonymous=False)
     broker.start()
@@ -271,9 +272,15 @@ def test_refused_password_stops_the_run_with_the_fix(short: Rendered, tmp_path: 
     config.write_text(f'[mqtt]\nusername = "door-1"\npassword_file = "{secret}"\n')
     try:
         started = time.monotonic()
-        code, log = anoncam(["run", "--config", str(config),
-                             *run_args(short.path, broker.port, tmp_path / "state")[1:]],
-                            timeout=60)
+        code, log = anoncam(
+            [
+                "run",
+                "--config",
+                str(config),
+                *run_args(short.path, broker.port, tmp_path / "state")[1:],
+            ],
+            timeout=60,
+        )
         assert code == 1, log
         assert time.monotonic() - started < 30
         error = next(line for line in log.splitlines() if line.startswith("anoncam: error:"))

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from firmware.anonymize import Anonymizer
+from firmware.anonymize.cover import Anonymizer
+from firmware.boxes import iou_matrix
 from firmware.cli import main
-from firmware.config import Config, CounterConfig, from_dict
+from firmware.config.settings import Config, CounterConfig, from_dict
 from firmware.detect.centerface import CenterFace
-from firmware.frames import Frame, iou_matrix
-from firmware.jpeg import decode_jpeg, encode_jpeg, qscale_for
-from firmware.overlay import LINE_COLOR, draw_counter
-from firmware.snapshot import capture, render, take_snapshot
-from firmware.sources.image_io import write_image
+from firmware.frames import Frame
+from firmware.jobs.overlay import LINE_COLOR, draw_counter
+from firmware.jobs.snapshot import capture, render, take_snapshot
+from firmware.media.image import decode_jpeg, encode_jpeg, jpeg_qscale, write_image
 from tests.support.faces import FACES, load_bgr
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def test_snapshot_of_the_synthetic_scene_hides_every_face(
 ) -> None:
     """P2 on the synthetic scene's real face photos: at a frame where faces are fully in view
     (raw detection finds them), the snapshot has none of them."""
-    from firmware.sources.synthetic import SyntheticScene
+    from firmware.sources.synthetic.scene import SyntheticScene
 
     config = from_dict({"source": {"kind": "synthetic", "duration_s": 10}})  # 1280x720, the default
     scene = SyntheticScene(config.source.width, config.source.height, config.source.fps, 10)
@@ -196,9 +196,9 @@ def test_jpeg_quality_trades_size() -> None:
     frame, _ = face_frame()
     sizes = [len(encode_jpeg(frame, q)) for q in (30, 60, 95)]
     assert sizes[0] < sizes[1] < sizes[2]
-    assert (qscale_for(100), qscale_for(1)) == (2, 31)
+    assert (jpeg_qscale(100), jpeg_qscale(1)) == (1, 31)
     with pytest.raises(ValueError):
-        qscale_for(0)
+        jpeg_qscale(0)
 
 
 def test_only_reviewed_code_encodes_jpegs() -> None:

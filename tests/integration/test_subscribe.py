@@ -18,8 +18,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import contract
-from firmware.config import MqttConfig
-from firmware.subscriber import Received, Subscriber, WindowLedger
+from firmware.config.settings import MqttConfig
+from firmware.mqtt.subscribe.client import Received, Subscriber
+from firmware.mqtt.subscribe.ledger import WindowLedger
 from tests.integration.test_publish import DEVICE, REPO, SITE, window
 from tests.support.mosquitto import Broker, free_port
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from firmware.config import Config
+from firmware.config.settings import Config
+from firmware.device.recorded import RecordedRunner
 from firmware.diagnostics import Context, Host, diagnose
-from firmware.diagnostics.recorded import RecordedRunner
 from firmware.diagnostics.report import load_schema
 from firmware.errors import OutputError
-from firmware.support_bundle import REDACTED, build_bundle, is_secret_key
+from firmware.jobs.support_bundle import REDACTED, build_bundle, is_secret_key
 from tests.support.mosquitto import Broker, make_broker
 
 pytestmark = pytest.mark.integration
@@ -46,8 +46,9 @@ IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF")
 def auth_broker(tmp_path: Path) -> Iterator[Broker]:
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile = tmp_path / "broker-passwd"
-    subprocess.run([passwd, "-b", "-c", str(pwfile), USER, PASSWORD], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [passwd, "-b", "-c", str(pwfile), USER, PASSWORD], check=True, capture_output=True
+    )
     broker = make_broker(tmp_path / "broker", f"password_file {pwfile}", anonymous=False)
     broker.start()
     yield broker
@@ -68,7 +69,7 @@ def planted_config(tmp_path: Path, broker: Broker, *, source: str = "") -> Path:
     source = source or '[source]\nkind = "synthetic"\nwidth = 320\nheight = 240\n'
     cfg = tmp_path / "config.toml"
     cfg.write_text(
-        f'# the old broker password was {COMMENT}; do not reuse it\n'
+        f"# the old broker password was {COMMENT}; do not reuse it\n"
         f'site = "store-042"\ndevice = "door-1"\nstate_dir = "{tmp_path / "state"}"\n'
         f"{source}"
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "{USER}"\n'
@@ -92,8 +93,14 @@ def members(bundle: Path) -> dict[str, bytes]:
 
 
 def bundle_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "firmware", "-q", "support-bundle", *args],
-                          capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "firmware", "-q", "support-bundle", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def test_bundle_contains_no_secret_and_no_image(auth_broker: Broker, tmp_path: Path) -> None:
@@ -109,8 +116,14 @@ def test_bundle_contains_no_secret_and_no_image(auth_broker: Broker, tmp_path: P
     assert [p.name for p in out.parent.iterdir()] == ["support.tar.gz"]  # no temp file left
 
     files = members(out)
-    assert set(files) >= {"README.txt", "manifest.json", "diagnose.json", "versions.json",
-                          "config.json", "outbox.json"}
+    assert set(files) >= {
+        "README.txt",
+        "manifest.json",
+        "diagnose.json",
+        "versions.json",
+        "config.json",
+        "outbox.json",
+    }
     for name, data in files.items():
         for secret in SECRETS:
             assert secret.encode() not in data, f"{secret} leaked into {name}"
@@ -128,7 +141,11 @@ def test_bundle_contains_no_secret_and_no_image(auth_broker: Broker, tmp_path: P
     assert config["effective"]["mqtt"]["username"] == USER
     assert config["effective"]["mqtt"]["keepalive_s"] == 60  # 'keepalive' is not 'key'
     assert config["secret_files"]["mqtt.password_file"] == {
-        "set": True, "exists": True, "mode": "0600", "readable_by_others": False}
+        "set": True,
+        "exists": True,
+        "mode": "0600",
+        "readable_by_others": False,
+    }
     assert config["secret_files"]["preview.token_file"]["readable_by_others"] is True
 
     versions = json.loads(files["versions.json"])
@@ -148,11 +165,12 @@ def test_tls_key_file_is_never_included(auth_broker: Broker, tmp_path: Path) -> 
     cfg_path = planted_config(tmp_path, auth_broker)
     key = tmp_path / "credentials" / "client.key"
     text = cfg_path.read_text().replace(
-        "[preview]", f'[mqtt.tls]\nca_file = "{tmp_path / "ca.crt"}"\n'
-        f'cert_file = "{tmp_path / "client.crt"}"\nkey_file = "{key}"\n[preview]'
+        "[preview]",
+        f'[mqtt.tls]\nca_file = "{tmp_path / "ca.crt"}"\n'
+        f'cert_file = "{tmp_path / "client.crt"}"\nkey_file = "{key}"\n[preview]',
     )
     cfg_path.write_text(text)
-    from firmware.config import load
+    from firmware.config.settings import load
 
     config = load(cfg_path)
     out = tmp_path / "b.tar.gz"
@@ -175,12 +193,15 @@ def test_journal_lines_are_scrubbed(tmp_path: Path) -> None:
         f"Oct 17 14:10:03 cam anoncam[1]: ERROR y: cannot read {pw}\n"
         "Oct 17 14:10:04 cam anoncam[1]: INFO z: 12 windows sent\n"
     )
-    runner = RecordedRunner({
-        ("journalctl", "-u", "anoncam", "-n", "500", "--no-pager"): (0, journal, ""),
-    })
+    runner = RecordedRunner(
+        {
+            ("journalctl", "-u", "anoncam", "-n", "500", "--no-pager"): (0, journal, ""),
+        }
+    )
     host = Host(REPO / "tests" / "data" / "hosts" / "x86" / "root", runner)
-    config = Config.model_validate({"mqtt": {"username": "u", "password_file": str(pw)},
-                                    "state_dir": str(tmp_path)})
+    config = Config.model_validate(
+        {"mqtt": {"username": "u", "password_file": str(pw)}, "state_dir": str(tmp_path)}
+    )
     out = tmp_path / "j.tar.gz"
     report = {"version": "x", "host": {}, "generated": "2026-01-01T00:00:00Z", "checks": []}
     build_bundle(out, config=config, config_path=None, report=report, host=host)
@@ -205,18 +226,18 @@ def test_with_snapshot_includes_one_anonymized_frame(tmp_path: Path) -> None:
     """--with-snapshot adds snapshot.jpg, and it is anonymized: the raw frame holds a face the
     real detector finds; in the bundle's JPEG the detector finds none there (P2)."""
     from firmware.detect.centerface import CenterFace
-    from firmware.jpeg import decode_jpeg
+    from firmware.media.image import decode_jpeg
     from tests.integration.test_snapshot import face_frame, folder_config, overlapping
 
     detector = CenterFace()
     frame, box = face_frame()
     assert max(overlapping(detector, frame, box), default=0.0) >= 0.5  # the face is there
-    config = folder_config(tmp_path, state_dir=str(tmp_path / "state"),
-                           mqtt={"host": "127.0.0.1", "port": 9})
+    config = folder_config(
+        tmp_path, state_dir=str(tmp_path / "state"), mqtt={"host": "127.0.0.1", "port": 9}
+    )
     out = tmp_path / "s.tar.gz"
     report = {"version": "x", "host": {}, "generated": "2026-01-01T00:00:00Z", "checks": []}
-    result = build_bundle(out, config=config, config_path=None, report=report,
-                          with_snapshot=True)
+    result = build_bundle(out, config=config, config_path=None, report=report, with_snapshot=True)
     assert result.snapshot_included and result.snapshot_error is None
     files = members(out)
     jpeg = files["snapshot.jpg"]
@@ -232,8 +253,11 @@ def test_failed_snapshot_still_writes_the_bundle_and_exits_1(
 ) -> None:
     """The camera (here: a source file) is broken, which is when support needs the bundle:
     it is written without an image, the manifest says why, and the exit status is 1."""
-    cfg = planted_config(tmp_path, auth_broker, source=(
-        f'[source]\nkind = "file"\npath = "{tmp_path / "missing.mp4"}"\n'))
+    cfg = planted_config(
+        tmp_path,
+        auth_broker,
+        source=(f'[source]\nkind = "file"\npath = "{tmp_path / "missing.mp4"}"\n'),
+    )
     out = tmp_path / "f.tar.gz"
     result = bundle_cli("-o", str(out), "--config", str(cfg), "--with-snapshot")
     assert result.returncode == 1
@@ -248,8 +272,13 @@ def test_output_folder_missing_is_an_output_error(tmp_path: Path) -> None:
     config = Config.model_validate({"state_dir": str(tmp_path)})
     report = {"version": "x", "host": {}, "generated": "2026-01-01T00:00:00Z", "checks": []}
     with pytest.raises(OutputError, match="does not exist"):
-        build_bundle(tmp_path / "no" / "b.tar.gz", config=config, config_path=None,
-                     report=report, host=Host(run=RecordedRunner({})))
+        build_bundle(
+            tmp_path / "no" / "b.tar.gz",
+            config=config,
+            config_path=None,
+            report=report,
+            host=Host(run=RecordedRunner({})),
+        )
     result = bundle_cli("-o", str(tmp_path / "no" / "b.tar.gz"))
     assert result.returncode == 1 and "fix:" in result.stderr
 
@@ -262,17 +291,29 @@ def test_rewrite_replaces_the_old_bundle_atomically(tmp_path: Path) -> None:
     out = tmp_path / "b.tar.gz"
     out.write_bytes(b"old")
     out.chmod(0o644)
-    build_bundle(out, config=config, config_path=None, report=report,
-                 host=Host(run=RecordedRunner({})))
+    build_bundle(
+        out, config=config, config_path=None, report=report, host=Host(run=RecordedRunner({}))
+    )
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "README.txt" in members(out)
     assert sorted(os.listdir(tmp_path)) == ["b.tar.gz"]
 
 
-@pytest.mark.parametrize(("key", "secret"), [
-    ("password_file", True), ("password", True), ("token_file", True), ("key_file", True),
-    ("api_key", True), ("client_secret", True), ("keepalive_s", False), ("ca_file", False),
-    ("verify_hostname", False), ("username", False), ("monkey", False),
-])
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("password_file", True),
+        ("password", True),
+        ("token_file", True),
+        ("key_file", True),
+        ("api_key", True),
+        ("client_secret", True),
+        ("keepalive_s", False),
+        ("ca_file", False),
+        ("verify_hostname", False),
+        ("username", False),
+        ("monkey", False),
+    ],
+)
 def test_secret_key_names(key: str, secret: bool) -> None:
     assert is_secret_key(key) is secret

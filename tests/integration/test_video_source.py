@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.config import SourceConfig
+from firmware.boxes import iou_matrix
+from firmware.config.settings import SourceConfig
 from firmware.errors import InputError, OutputError
-from firmware.frames import iou_matrix
+from firmware.media.video_writer import VideoWriter, pick_codec, write_video
 from firmware.sources import FrameSource, open_source
-from firmware.sources.synthetic import SyntheticScene
-from firmware.sources.synthetic import write_video as write_scene
+from firmware.sources.synthetic.scene import SyntheticScene
+from firmware.sources.synthetic.scene import write_video as write_scene
 from firmware.sources.video import VideoFileSource
-from firmware.video_out import VideoWriter, pick_codec, write_video
 
 pytestmark = pytest.mark.integration
 

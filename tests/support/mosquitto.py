@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.demo_broker import free_port, mosquitto_path
+from firmware.jobs.demo_broker import free_port, mosquitto_path
 
 
 def mosquitto_binary() -> str:

@@ -1,6 +1,6 @@
 """A small, honest stand-in for picamera2's ``Picamera2`` (the Pi camera cannot be reached in CI).
 
-It implements the calls :class:`firmware.sources.picamera2_source.Picamera2Source` makes, with
+It implements the calls :class:`firmware.sources.camera.Picamera2Source` makes, with
 the behaviour of the real thing where it matters:
 
 - ``global_camera_info()`` lists the cameras; constructing one when the list is empty raises
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.sources.yuv import Matrix, bgr_to_i420
+from firmware.media.yuv import Matrix, bgr_to_i420
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import contract
+from firmware.mqtt.subscribe.ledger import WindowLedger
 from firmware.outbox import Outbox
-from firmware.sources.synthetic import Crossing, SyntheticScene, Walk, write_video
-from firmware.subscriber import WindowLedger
+from firmware.sources.synthetic.people import Crossing, Walk
+from firmware.sources.synthetic.scene import SyntheticScene, write_video
 from tests.support.mosquitto import Broker, make_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -305,7 +306,8 @@ class Listener:
     """An independent paho subscriber that records every message on ``topics``.
 
     Count windows are validated against the schema (an invalid one fails :meth:`windows`) and
-    fed to a :class:`~firmware.subscriber.WindowLedger`, as a consumer de-duplicates them.
+    fed to a :class:`~firmware.mqtt.subscribe.ledger.WindowLedger`, as a consumer de-duplicates
+    them.
 
     ``durable``: an MQTT 3.1.1 persistent session (clean_session False, fixed client id) that
     reconnects on its own: with :func:`persistent_broker`, windows published while it was away
@@ -370,8 +372,9 @@ class Listener:
                 except ValueError as exc:
                     self.invalid.append(f"{m.topic}: {exc}")
                 else:
-                    self.ledger.observe(body["site"], body["device"], int(body["seq"]),
-                                        int(body.get("merged", 1)))
+                    self.ledger.observe(
+                        body["site"], body["device"], int(body["seq"]), int(body.get("merged", 1))
+                    )
             self._cond.notify_all()
 
     def on(self, kind: str) -> list[Message]:

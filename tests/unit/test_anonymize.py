@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.anonymize import Anonymizer, blur, mosaic
+from firmware.anonymize.cover import Anonymizer, blur, mosaic
 
 
 def _noise(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_rejects_bad_parameters() -> None:
 def test_scrambled_mosaic_keeps_colours_but_not_layout() -> None:
     """The default mosaic shuffles its cells: the same cell colours, in another order, so the
     face's layout (what a detector and a de-pixelation attack use) is gone; stable per size."""
-    from firmware.anonymize import scrambled_mosaic
+    from firmware.anonymize.cover import scrambled_mosaic
 
     region = np.zeros((60, 60, 3), np.uint8)
     region[:30] = 255  # a layout: bright top half, dark bottom half

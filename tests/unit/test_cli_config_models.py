@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.cli import main
-from firmware.config import load
+from firmware.config.settings import load
 
 
 def test_config_example_is_valid_and_check_accepts_it(
@@ -43,7 +43,7 @@ def test_config_check_lists_every_problem_with_its_path(
 
 
 def test_models_verify_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from firmware.models import default_model_path
+    from firmware.models.manifest import default_model_path
 
     assert main(["models", "verify"]) == 0
     assert "matches the manifest" in capsys.readouterr().out

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import CounterConfig, load
-from firmware.config_edit import counter_update, edit_counter_text, save_counter, validate_counter
+from firmware.config.edit import counter_update, edit_counter_text, save_counter, validate_counter
+from firmware.config.settings import CounterConfig, load
 from firmware.errors import ConfigError, OutputError
 
 CONFIG = """\

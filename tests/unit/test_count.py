@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from firmware.config import CounterConfig, TrackerConfig, ZoneConfig
-from firmware.count import LineCounter
+from firmware.config.settings import CounterConfig, TrackerConfig, ZoneConfig
+from firmware.count import FrameCounts, LineCounter
 from firmware.errors import ConfigError
-from firmware.events import FrameCounts
 from firmware.frames import Detections
 from firmware.track import Track, Tracker, TrackUpdate
 
@@ -338,7 +337,7 @@ def test_zone_concave_polygon_many_points() -> None:
 
 def test_duplicate_zone_names_rejected() -> None:
     """Two zones with one name would silently merge their counts in FrameCounts."""
-    from firmware.config import from_dict
+    from firmware.config.settings import from_dict
 
     square = [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)]
     zones = [{"name": "a", "polygon": square}, {"name": "a", "polygon": square}]

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from firmware.cli import main
-from firmware.config import Config
+from firmware.config.settings import Config
 from firmware.diagnostics import Context, Host, Status, parse_only, resolve_config, run_checks
 from firmware.diagnostics.report import load_schema
 from firmware.errors import UsageError
@@ -30,15 +30,27 @@ LOCAL = "power,clock,storage,service"
 
 def write_config(tmp_path: Path, **mqtt: object) -> Path:
     cfg = tmp_path / "config.toml"
-    lines = ['site = "store-042"', 'device = "door-1"', f'state_dir = "{tmp_path / "state"}"',
-             "[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt.get('port', free_port())}"]
+    lines = [
+        'site = "store-042"',
+        'device = "door-1"',
+        f'state_dir = "{tmp_path / "state"}"',
+        "[mqtt]",
+        'host = "127.0.0.1"',
+        f"port = {mqtt.get('port', free_port())}",
+    ]
     cfg.write_text("\n".join(lines) + "\n")
     return cfg
 
 
 def run_cli(*args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([python, "-m", "firmware", *args], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, check=False)
+    return subprocess.run(
+        [python, "-m", "firmware", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def test_json_validates_and_exit_zero_without_failures(
@@ -67,8 +79,9 @@ def test_broker_down_exits_one_and_table_shows_the_fix(
     assert "SKIP    mqtt.auth" in out
 
 
-@pytest.mark.parametrize("args", [["--only", "bogus"], ["--only", ","],
-                                  ["--timeout", "0"], ["--timeout", "abc"]])
+@pytest.mark.parametrize(
+    "args", [["--only", "bogus"], ["--only", ","], ["--timeout", "0"], ["--timeout", "abc"]]
+)
 def test_usage_errors_exit_two(args: list[str]) -> None:
     result = run_cli("diagnose", *args)
     assert result.returncode == 2, result.stderr
@@ -122,7 +135,10 @@ def test_a_crashing_family_is_a_fail_line_and_the_rest_still_runs(tmp_path: Path
     assert len(crashed) == 1 and crashed[0].status == Status.FAIL
     assert "RuntimeError: mailbox exploded" in crashed[0].detail
     assert [c.name for c in checks if c.family == "storage"] == [
-        "storage.space", "storage.writable", "storage.outbox"]
+        "storage.space",
+        "storage.writable",
+        "storage.outbox",
+    ]
 
 
 @pytest.mark.parametrize("python", [sys.executable, "/usr/bin/python3"])
@@ -133,17 +149,36 @@ def test_scripts_diagnose_runs_from_the_checkout(python: str, tmp_path: Path) ->
         pytest.skip(f"{python} not installed")
     env = {k: v for k, v in os.environ.items() if k != "ANONCAM_DIAGNOSE_REEXEC"}
     cfg = write_config(tmp_path)
-    ok = subprocess.run([python, str(SCRIPT), "--config", str(cfg), "--only", "storage"],
-                        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
-                        check=False)
+    ok = subprocess.run(
+        [python, str(SCRIPT), "--config", str(cfg), "--only", "storage"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "storage.writable" in ok.stdout
-    usage = subprocess.run([python, str(SCRIPT), "--only", "nonsense"], capture_output=True,
-                           text=True, timeout=120, cwd=tmp_path, env=env, check=False)
+    usage = subprocess.run(
+        [python, str(SCRIPT), "--only", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert usage.returncode == 2 and "unknown check" in usage.stderr
-    down = subprocess.run([python, str(SCRIPT), "--config", str(cfg), "--only", "mqtt.tcp"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
-                          check=False)
+    down = subprocess.run(
+        [python, str(SCRIPT), "--config", str(cfg), "--only", "mqtt.tcp"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert down.returncode == 1 and "FAIL" in down.stdout
 
 

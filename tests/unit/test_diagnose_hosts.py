@@ -15,7 +15,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from firmware.config import Config
+from firmware.config.settings import Config
+from firmware.device.recorded import RecordedRunner, load_host
 from firmware.diagnostics import (
     Context,
     Host,
@@ -26,9 +27,8 @@ from firmware.diagnostics import (
     exit_code,
     host_facts,
     power,
-    service,
+    systemd,
 )
-from firmware.diagnostics.recorded import RecordedRunner, load_host
 from firmware.diagnostics.report import load_schema, render_json, render_table
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
@@ -80,16 +80,36 @@ def test_parse_throttled_rejects_other_output() -> None:
     ("host", "scenario", "status", "raw", "words"),
     [
         ("pi4", None, Status.OK, 0x0, ["no under-voltage"]),
-        ("pi4", "undervoltage-now", Status.FAIL, 0x50005,
-         ["now: under-voltage, throttled", "since boot: under-voltage, throttled"]),
-        ("pi4", "undervoltage-since-boot", Status.WARN, 0x50000,
-         ["since boot: under-voltage, throttled", "nothing right now"]),
-        ("pi4", "all-bits", Status.FAIL, 0xF000F,
-         ["now: under-voltage, ARM frequency capped, throttled, soft temperature limit"]),
+        (
+            "pi4",
+            "undervoltage-now",
+            Status.FAIL,
+            0x50005,
+            ["now: under-voltage, throttled", "since boot: under-voltage, throttled"],
+        ),
+        (
+            "pi4",
+            "undervoltage-since-boot",
+            Status.WARN,
+            0x50000,
+            ["since boot: under-voltage, throttled", "nothing right now"],
+        ),
+        (
+            "pi4",
+            "all-bits",
+            Status.FAIL,
+            0xF000F,
+            ["now: under-voltage, ARM frequency capped, throttled, soft temperature limit"],
+        ),
         ("pi5", None, Status.OK, 0x0, ["throttled=0x0"]),
         ("pi5", "hot", Status.FAIL, 0x80008, ["now: soft temperature limit"]),
-        ("pi5", "throttled-since-boot", Status.WARN, 0xE0000,
-         ["since boot: ARM frequency capped, throttled, soft temperature limit"]),
+        (
+            "pi5",
+            "throttled-since-boot",
+            Status.WARN,
+            0xE0000,
+            ["since boot: ARM frequency capped, throttled, soft temperature limit"],
+        ),
     ],
 )
 def test_throttling_on_recorded_pis(
@@ -215,11 +235,17 @@ def test_parse_systemd_duration(text: str, seconds: float | None) -> None:
 
 def test_large_offset_warns() -> None:
     """Synchronized but 2 s off (still slewing): windows would shift against other cameras."""
-    runner = RecordedRunner({
-        ("timedatectl", "show"): (0, "NTP=yes\nNTPSynchronized=yes\n", ""),
-        ("chronyc", "tracking"): (0, "System time     : 2.000000000 seconds fast of NTP time\n"
-                                     "Leap status     : Normal\n", ""),
-    })
+    runner = RecordedRunner(
+        {
+            ("timedatectl", "show"): (0, "NTP=yes\nNTPSynchronized=yes\n", ""),
+            ("chronyc", "tracking"): (
+                0,
+                "System time     : 2.000000000 seconds fast of NTP time\n"
+                "Leap status     : Normal\n",
+                "",
+            ),
+        }
+    )
     ctx = Context(Config.model_validate({}), Host(HOSTS / "x86" / "root", runner))
     check = clock.check_sync(ctx)
     assert check.status == Status.WARN and "+2.000 s" in check.detail
@@ -227,7 +253,7 @@ def test_large_offset_warns() -> None:
 
 # ------------------------------------------------------------------------------ service
 def test_service_running_is_ok() -> None:
-    check = service.check_systemd(ctx_for("pi4"))
+    check = systemd.check_systemd(ctx_for("pi4"))
     assert check.status == Status.OK and check.detail == "active (running)"
     assert check.figures["restarts"] == 0
 
@@ -236,36 +262,38 @@ def test_crash_loop_fails_and_journal_shows_the_error_lines() -> None:
     """A service restarting in a loop FAILs with its restart count and exit status; the journal
     check surfaces the ERROR line that explains it."""
     ctx = ctx_for("pi4", "crash-loop")
-    state = service.check_systemd(ctx)
+    state = systemd.check_systemd(ctx)
     assert state.status == Status.FAIL
     assert "7 restart(s)" in state.detail and "exit status 1" in state.detail
-    journal = service.check_journal(ctx)
+    journal = systemd.check_journal(ctx)
     assert journal.status == Status.WARN
     errors = journal.figures["error_lines"]
-    assert any("ERROR firmware.publish" in line and "Not authorized" in line for line in errors)
+    assert any(
+        "ERROR firmware.mqtt.publish" in line and "Not authorized" in line for line in errors
+    )
     assert any("Failed with result 'exit-code'" in line for line in errors)
     assert not any("Scheduled restart job" in line for line in errors)
 
 
 def test_stopped_service_warns_with_enable_now() -> None:
-    check = service.check_systemd(ctx_for("pi5"))
+    check = systemd.check_systemd(ctx_for("pi5"))
     assert check.status == Status.WARN and "enable --now" in check.hint
 
 
 def test_missing_unit_and_no_systemd() -> None:
     """A bench machine without the unit WARNs; a container without systemd SKIPs."""
-    assert service.check_systemd(ctx_for("x86")).status == Status.WARN
-    container = service.check_systemd(ctx_for("x86", "container"))
+    assert systemd.check_systemd(ctx_for("x86")).status == Status.WARN
+    container = systemd.check_systemd(ctx_for("x86", "container"))
     assert container.status == Status.SKIP and "systemd is not running" in container.detail
 
 
 def test_journal_without_permission_says_which_group() -> None:
-    check = service.check_journal(ctx_for("pi4", "journal-no-access"))
+    check = systemd.check_journal(ctx_for("pi4", "journal-no-access"))
     assert check.status == Status.WARN and "systemd-journal" in check.hint
 
 
 def test_journal_empty_is_ok() -> None:
-    check = service.check_journal(ctx_for("x86"))
+    check = systemd.check_journal(ctx_for("x86"))
     assert check.status == Status.OK and check.figures["lines"] == 0
 
 
@@ -275,15 +303,15 @@ def test_config_check_warns_without_a_config_and_on_loose_secret_permissions(
     """No config: WARN that defaults are used. A password file readable by others: WARN with
     chmod; the password itself is never read by this check."""
     ctx = ctx_for("x86")
-    assert service.check_config(ctx).status == Status.WARN
+    assert systemd.check_config(ctx).status == Status.WARN
     secret = tmp_path / "pw"
     secret.write_text("x")
     secret.chmod(0o644)
     cfg = Config.model_validate({"mqtt": {"username": "u", "password_file": str(secret)}})
-    loose = service.check_config(Context(cfg, ctx.host, tmp_path / "config.toml"))
+    loose = systemd.check_config(Context(cfg, ctx.host, tmp_path / "config.toml"))
     assert loose.status == Status.WARN and "chmod 600" in loose.hint
     secret.chmod(0o600)
-    assert service.check_config(Context(cfg, ctx.host, tmp_path / "c.toml")).status == Status.OK
+    assert systemd.check_config(Context(cfg, ctx.host, tmp_path / "c.toml")).status == Status.OK
 
 
 # ------------------------------------------------------------------------------ camera
@@ -292,10 +320,14 @@ def test_camera_list_parses_rpicam_hello() -> None:
     ctx = ctx_for("pi5", source={"kind": "picamera2"})
     check = camera.check_list(ctx)
     assert check.status == Status.OK
-    assert check.figures["cameras"] == [{
-        "index": 0, "sensor": "imx708", "resolution": "4608x2592",
-        "path": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a",
-    }]
+    assert check.figures["cameras"] == [
+        {
+            "index": 0,
+            "sensor": "imx708",
+            "resolution": "4608x2592",
+            "path": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a",
+        }
+    ]
 
 
 def test_camera_list_on_pi4_with_two_formats() -> None:
@@ -327,12 +359,21 @@ def test_picamera2_source_off_a_pi_warns() -> None:
 def test_camera_frames_measured_from_sensor_timestamps() -> None:
     """Frames come through the real Picamera2Source (on the picamera2 stand-in): 15 fps asked,
     frames 200 ms apart is WARN with the measured rate; at the asked rate it is OK."""
-    from firmware.sources.picamera2_source import Picamera2Source
+    from firmware.sources.camera import Picamera2Source
     from tests.support.picamera2_standin import standin
 
-    ctx = ctx_for("pi4", "service-stopped", source={"kind": "picamera2", "width": 320,
-                                                    "height": 240, "lores_width": 160,
-                                                    "lores_height": 120, "fps": 15.0})
+    ctx = ctx_for(
+        "pi4",
+        "service-stopped",
+        source={
+            "kind": "picamera2",
+            "width": 320,
+            "height": 240,
+            "lores_width": 160,
+            "lores_height": 120,
+            "fps": 15.0,
+        },
+    )
     listed = camera.check_list(ctx)
 
     def slow(cfg: object) -> Picamera2Source:
@@ -370,8 +411,10 @@ def test_host_facts_from_recordings() -> None:
     assert x86["model"] is None and x86["hardware"] == "x86"
 
 
-@pytest.mark.parametrize(("host", "scenario"), [("pi4", "undervoltage-now"), ("pi5", "hot"),
-                                                ("x86", None), ("x86", "container")])
+@pytest.mark.parametrize(
+    ("host", "scenario"),
+    [("pi4", "undervoltage-now"), ("pi5", "hot"), ("x86", None), ("x86", "container")],
+)
 def test_report_json_validates_and_table_has_hints(
     host: str, scenario: str | None, tmp_path: Path
 ) -> None:
@@ -392,11 +435,27 @@ def test_report_json_validates_and_table_has_hints(
 
 def test_schema_rejects_a_bad_status() -> None:
     """The schema is not a rubber stamp: an unknown status or a missing hint is refused."""
-    bad: dict[str, Any] = {"version": "0", "generated": "2026-01-01T00:00:00Z",
-           "host": {"hostname": None, "model": None, "hardware": "x86", "os": None,
-                    "kernel": None, "uptime_s": None},
-           "checks": [{"name": "power.throttling", "status": "MAYBE", "detail": "x",
-                       "hint": "", "figures": {}}]}
+    bad: dict[str, Any] = {
+        "version": "0",
+        "generated": "2026-01-01T00:00:00Z",
+        "host": {
+            "hostname": None,
+            "model": None,
+            "hardware": "x86",
+            "os": None,
+            "kernel": None,
+            "uptime_s": None,
+        },
+        "checks": [
+            {
+                "name": "power.throttling",
+                "status": "MAYBE",
+                "detail": "x",
+                "hint": "",
+                "figures": {},
+            }
+        ],
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, load_schema())
     bad["checks"][0]["status"] = "OK"

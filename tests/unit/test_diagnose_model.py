@@ -1,4 +1,4 @@
-"""The model checks: the manifest hash via firmware.models.verify, and one timed inference
+"""The model checks: the manifest hash via firmware.models.store.verify, and one timed inference
 compared with the reference figure for the hardware class."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import Config
+from firmware.config.settings import Config
+from firmware.device.recorded import load_host
 from firmware.diagnostics import Context, Host, Status
 from firmware.diagnostics import model as model_checks
-from firmware.diagnostics.recorded import load_host
-from firmware.models import default_model_path
+from firmware.models.manifest import default_model_path
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
 
@@ -33,13 +33,16 @@ def test_expected_ms_scales_with_padded_pixels() -> None:
 
 
 def test_detect_size_follows_the_config() -> None:
-    assert model_checks.detect_size(ctx(detector={"detect_width": 320, "detect_height": 256})) \
-        == (320, 256)
+    assert model_checks.detect_size(ctx(detector={"detect_width": 320, "detect_height": 256})) == (
+        320,
+        256,
+    )
     cam = ctx(source={"kind": "picamera2"})
     lores = (cam.config.source.lores_width, cam.config.source.lores_height)
     assert model_checks.detect_size(cam) == lores  # the camera's detection stream
-    assert model_checks.detect_size(ctx(source={"kind": "synthetic", "width": 800,
-                                                "height": 600})) == (800, 600)
+    assert model_checks.detect_size(
+        ctx(source={"kind": "synthetic", "width": 800, "height": 600})
+    ) == (800, 600)
 
 
 def test_missing_model_fails_with_the_fetch_hint(tmp_path: Path) -> None:
@@ -66,8 +69,10 @@ def model_path() -> Path:
 @pytest.mark.integration
 def test_real_model_verifies_and_times_one_inference(model_path: Path) -> None:
     """The real model: hash matches, and one inference at 320x240 is timed and compared."""
-    c = ctx(load_host(HOSTS / "x86"), detector={"model": str(model_path), "detect_width": 320,
-                                                "detect_height": 240})
+    c = ctx(
+        load_host(HOSTS / "x86"),
+        detector={"model": str(model_path), "detect_width": 320, "detect_height": 240},
+    )
     file_check, inference = model_checks.run(c)
     assert file_check.status == Status.OK and file_check.figures["sha256"].startswith("5c1d2b54")
     assert inference.status in (Status.OK, Status.WARN)  # WARN only on a very loaded machine
@@ -84,8 +89,10 @@ def test_a_much_slower_machine_than_expected_warns(
 ) -> None:
     """Measured time more than twice the reference WARNs with the throttling/size fix. The
     reference of an impossibly fast class is patched in to make this machine 'slow'."""
-    c = ctx(load_host(HOSTS / "x86"), detector={"model": str(model_path), "detect_width": 320,
-                                                "detect_height": 240})
+    c = ctx(
+        load_host(HOSTS / "x86"),
+        detector={"model": str(model_path), "detect_width": 320, "detect_height": 240},
+    )
     monkeypatch.setitem(model_checks.REFERENCE_MS["centerface"], "x86", 0.001)
     check = model_checks.check_inference(c)
     assert check.status == Status.WARN and "slower" in check.detail

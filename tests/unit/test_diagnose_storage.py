@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import Config
+from firmware.config.settings import Config
 from firmware.diagnostics import Context, Host, Status, storage
-from firmware.outbox import Outbox
+from firmware.outbox import OUTBOX_FILENAME, Outbox, read_stats
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
 
@@ -56,8 +56,12 @@ def test_missing_state_dir_warns_and_skips_the_write_test(tmp_path: Path) -> Non
 def _read_only_mount() -> Path | None:
     for line in Path("/proc/mounts").read_text().splitlines():
         fields = line.split()
-        if (len(fields) >= 4 and "ro" in fields[3].split(",") and Path(fields[1]).is_dir()
-                and os.statvfs(fields[1]).f_flag & os.ST_RDONLY):
+        if (
+            len(fields) >= 4
+            and "ro" in fields[3].split(",")
+            and Path(fields[1]).is_dir()
+            and os.statvfs(fields[1]).f_flag & os.ST_RDONLY
+        ):
             return Path(fields[1])
     return None
 
@@ -85,13 +89,13 @@ def test_no_outbox_yet_is_ok_and_not_created(tmp_path: Path) -> None:
     """Diagnosing never creates the outbox (the service owns it)."""
     check = storage.check_outbox(ctx(tmp_path))
     assert check.status == Status.OK and "no outbox yet" in check.detail
-    assert not (tmp_path / storage.OUTBOX_FILENAME).exists()
+    assert not (tmp_path / OUTBOX_FILENAME).exists()
 
 
 def test_outbox_backlog_older_than_two_windows_warns(tmp_path: Path) -> None:
     """Three windows waiting, the oldest 10 minutes old with 60 s windows: the publisher is not
     getting through (WARN); read through a read-only connection while the outbox is open."""
-    path = tmp_path / storage.OUTBOX_FILENAME
+    path = tmp_path / OUTBOX_FILENAME
     with Outbox(path) as box:
         for _ in range(3):
             box.add_window(window)
@@ -110,7 +114,7 @@ def test_outbox_backlog_older_than_two_windows_warns(tmp_path: Path) -> None:
 
 
 def test_recent_backlog_is_ok(tmp_path: Path) -> None:
-    path = tmp_path / storage.OUTBOX_FILENAME
+    path = tmp_path / OUTBOX_FILENAME
     with Outbox(path) as box:
         box.add_window(window)
     check = storage.check_outbox(ctx(tmp_path))
@@ -119,16 +123,16 @@ def test_recent_backlog_is_ok(tmp_path: Path) -> None:
 
 def test_reading_stats_does_not_write(tmp_path: Path) -> None:
     """The read-only open leaves the database byte for byte as it was."""
-    path = tmp_path / storage.OUTBOX_FILENAME
+    path = tmp_path / OUTBOX_FILENAME
     with Outbox(path) as box:
         box.add_window(window)
     before = path.read_bytes()
-    stats = storage.read_outbox_stats(path)
+    stats = read_stats(path)
     assert stats.depth == 1 and path.read_bytes() == before
 
 
 def test_foreign_database_fails(tmp_path: Path) -> None:
-    path = tmp_path / storage.OUTBOX_FILENAME
+    path = tmp_path / OUTBOX_FILENAME
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE other (x)")
     check = storage.check_outbox(ctx(tmp_path))
@@ -136,6 +140,6 @@ def test_foreign_database_fails(tmp_path: Path) -> None:
 
 
 def test_corrupt_outbox_fails_with_move_aside_hint(tmp_path: Path) -> None:
-    (tmp_path / storage.OUTBOX_FILENAME).write_bytes(b"this is not sqlite" * 100)
+    (tmp_path / OUTBOX_FILENAME).write_bytes(b"this is not sqlite" * 100)
     check = storage.check_outbox(ctx(tmp_path))
     assert check.status == Status.FAIL and ".corrupt" in check.hint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from firmware.hold import MaskHold
+from firmware.anonymize.hold import MaskHold
 
 MS = 1_000_000
 

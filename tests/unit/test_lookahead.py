@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from firmware.anonymize import Anonymizer
-from firmware.anonymizing import Anonymized
-from firmware.frames import Detections, Frame
+from firmware.anonymize.cover import Anonymizer
+from firmware.anonymize.stage import Anonymized
+from firmware.frames import Detections
 
 MS = 1_000_000
 
 
 def _result(i: int, boxes: list[list[float]], masks: list[list[float]] | None = None) -> Anonymized:
     img = np.full((100, 200, 3), 200, np.uint8)
-    frame = Frame(img, t_ns=i * 66 * MS, index=i)
     dets = Detections.from_boxes(boxes) if boxes else Detections.empty()
     m = np.array(masks if masks is not None else boxes, np.float32).reshape(-1, 4)
-    return Anonymized(frame, img.copy(), dets, False, 1.0, m)
+    return Anonymized(i * 66 * MS, i, img.copy(), dets, False, 1.0, m)
 
 
 def test_new_face_is_backfilled_into_held_frames() -> None:
-    from firmware.lookahead import Lookahead
+    from firmware.anonymize.backfill import Lookahead
 
     la = Lookahead(Anonymizer("solid", "box", 1.0), delay=3)
     out = []
@@ -29,15 +28,15 @@ def test_new_face_is_backfilled_into_held_frames() -> None:
     out += la.push(_result(2, [[150, 80, 190, 100]]))  # first sighting, at the bottom edge
     out += la.push(_result(3, [[150, 70, 190, 100]], masks=[[150, 70, 190, 100]]))
     out += la.flush()
-    assert [r.frame.index for r in out] == [0, 1, 2, 3]
+    assert [r.index for r in out] == [0, 1, 2, 3]
     for r in out[:2]:
         # the frames before the first sighting are covered where the face was entering
-        assert (r.image[85:100, 155:185] == 0).all(), f"frame {r.frame.index} not back-filled"
+        assert (r.image[85:100, 155:185] == 0).all(), f"frame {r.index} not back-filled"
         assert (r.image[:50, :100] == 200).all(), "back-fill must stay near the face"
 
 
 def test_known_face_adds_nothing_and_delay_zero_passes_through() -> None:
-    from firmware.lookahead import Lookahead
+    from firmware.anonymize.backfill import Lookahead
 
     la = Lookahead(Anonymizer("solid", "box", 1.0), delay=2)
     first = _result(0, [[10, 10, 50, 50]])

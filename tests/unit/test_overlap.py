@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from firmware.overlap import WriteBehind, read_ahead
+from firmware.media.workers import WriteBehind, read_ahead
 
 
 def test_read_ahead_keeps_order_and_raises_producer_errors() -> None:

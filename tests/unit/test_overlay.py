@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.config import CounterConfig, ZoneConfig
-from firmware.overlay import (
+from firmware.config.settings import CounterConfig, ZoneConfig
+from firmware.jobs.overlay import (
     HANDLE_COLOR,
     INSIDE_COLOR,
     LINE_COLOR,

@@ -133,8 +133,8 @@ def test_acl_least_privilege(tmp_path: Path) -> None:
 
 def test_ha_node_id_matches_the_publisher(tmp_path: Path) -> None:
     """The ACL's discovery topic must be the one firmware's publisher actually uses."""
-    from firmware.config import MqttConfig
-    from firmware.publish import homeassistant_discovery
+    from firmware.config.settings import MqttConfig
+    from firmware.mqtt.publish import homeassistant_discovery
 
     cfg = MqttConfig.model_validate({"homeassistant": {"enabled": True}})
     topic, _ = homeassistant_discovery(cfg, site="store-042", device="door-1", version="0")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from firmware.cli import main
-from firmware.config import from_dict
+from firmware.config.settings import from_dict
 from firmware.errors import ConfigError, UsageError
 from provisioning import device_config, inventory, skeleton
 from tests.unit.test_provision_support import ssh_key, write_fleet

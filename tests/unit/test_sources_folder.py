@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.config import SourceConfig
+from firmware.config.settings import SourceConfig
 from firmware.errors import InputError, OutputError
+from firmware.media.image import encode_image, jpeg_qscale
 from firmware.sources import FrameSource, open_source
 from firmware.sources.folder import ImageFolderSource, read_image, write_image
-from firmware.sources.image_io import encode_image, jpeg_qscale
 
 
 def _picture(w: int = 96, h: int = 64, seed: int = 0) -> np.ndarray:

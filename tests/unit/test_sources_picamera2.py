@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import tests.support.picamera2_standin as standin_module
-from firmware.config import SourceConfig
+from firmware.config.settings import SourceConfig
 from firmware.errors import SourceError
+from firmware.media.yuv import bgr_to_i420, i420_to_bgr
 from firmware.sources import FrameSource, open_source
-from firmware.sources.picamera2_source import Picamera2Source, ycbcr_of
-from firmware.sources.yuv import bgr_to_i420, i420_to_bgr
+from firmware.sources.camera import Picamera2Source, ycbcr_of
 from tests.support.picamera2_standin import REC709, SMPTE170M, SRGB, SYCC, pattern, standin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,7 +250,7 @@ import firmware.sources as pkg
 names = [m.name for m in pkgutil.iter_modules(pkg.__path__, "firmware.sources.")]
 for name in names:
     importlib.import_module(name)
-assert "firmware.sources.picamera2_source" in names, names
+assert "firmware.sources.camera" in names, names
 assert not any(m.split(".")[0] in ("picamera2", "libcamera") for m in sys.modules)
 print("ok", len(names))
 """

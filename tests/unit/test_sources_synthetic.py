@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from firmware.config import SourceConfig
+from firmware.config.settings import SourceConfig
 from firmware.errors import SourceError
 from firmware.sources import FrameSource, open_source
-from firmware.sources.synthetic import LINE_Y, Crossing, SyntheticScene, Walk
+from firmware.sources.synthetic.people import LINE_Y, Crossing, Walk
+from firmware.sources.synthetic.scene import SyntheticScene
 
 W, H = 640, 360
 

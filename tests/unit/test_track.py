@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from firmware.config import TrackerConfig
+from firmware.config.settings import TrackerConfig
 from firmware.frames import Detections
 from firmware.track import Track, Tracker, TrackUpdate
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware.config import CounterConfig, TrackerConfig
+from firmware.config.settings import CounterConfig, TrackerConfig
 from firmware.count import LineCounter
 from firmware.frames import Detections
 from firmware.track import Tracker

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from firmware.contract import find_forbidden, validate
+from firmware.count import FrameCounts
 from firmware.errors import StorageError
-from firmware.events import FrameCounts
 from firmware.outbox import Outbox
 from firmware.windows import WindowAggregator
 

@@ -1,0 +1,133 @@
+"""The anonymizing stage: detect, remember, cover. Fails closed.
+
+Every frame that leaves this stage is anonymized (P2). If the detector raises or times out, the
+whole frame is covered and the failure is reported on the result; a frame is never returned
+with an unanonymized face because detection went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from firmware.anonymize.cover import Anonymizer, Mode, Shape
+from firmware.anonymize.hold import MaskHold
+from firmware.detect.base import FaceDetector
+from firmware.frames import Detections, Frame, Image
+
+if TYPE_CHECKING:
+    from firmware.config.settings import Config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Anonymized:
+    """One processed frame, anonymized. ``detections`` (this frame's detector output) and
+    ``masks`` (every box covered: detections plus held faces) are in ``image`` pixels; they stay
+    on the device.
+
+    Privacy held by the type (P2): the result carries the frame's time stamp and index and the
+    anonymized ``image``, never the source :class:`~firmware.frames.Frame` or its raw pixels, so
+    no sink that receives it can emit an unanonymized picture.
+    """
+
+    t_ns: int
+    index: int
+    image: Image
+    detections: Detections
+    failed: bool
+    detect_ms: float
+    masks: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+class AnonymizingStage:
+    def __init__(self, detector: FaceDetector, anonymizer: Anonymizer, hold: MaskHold) -> None:
+        self.detector = detector
+        self.anonymizer = anonymizer
+        self.hold = hold
+        self.failures = 0
+        self._failing = False
+
+    def detect(self, frame: Frame) -> Detections:
+        """Run the detector on the detection image and map boxes to the main image."""
+        if frame.lores is None:
+            return self.detector(frame.image)
+        dets = self.detector(frame.lores)
+        sx = frame.width / frame.lores.shape[1]
+        sy = frame.height / frame.lores.shape[0]
+        return dets.scaled(sx, sy).clipped(frame.width, frame.height)
+
+    def process(self, frame: Frame) -> Anonymized:
+        start = time.perf_counter()
+        try:
+            dets = self.detect(frame)
+        except Exception as exc:  # any detector failure must fail closed, whatever its type
+            self.failures += 1
+            if not self._failing:
+                logger.error("detection failed, masking whole frames until it recovers: %s", exc)
+                self._failing = True
+            ms = (time.perf_counter() - start) * 1e3
+            masked = self.anonymizer.mask_all(frame.image)
+            return Anonymized(frame.t_ns, frame.index, masked, Detections.empty(), True, ms)
+        ms = (time.perf_counter() - start) * 1e3
+        if self._failing:
+            logger.warning("detection recovered after %d failed frame(s)", self.failures)
+            self._failing = False
+        boxes = self.hold.update(dets.boxes, frame.t_ns)
+        image = self.anonymizer.apply(frame.image, boxes) if len(boxes) else frame.image.copy()
+        return Anonymized(
+            frame.t_ns, frame.index, np.ascontiguousarray(image), dets, False, ms, boxes
+        )
+
+
+def build_stage(
+    *,
+    model: Path | None = None,
+    threshold: float = 0.2,
+    detect_size: tuple[int, int] | None = None,
+    threads: int = 2,
+    timeout_s: float | None = None,
+    mode: Mode = "mosaic",
+    shape: Shape = "box",
+    mask_scale: float = 1.6,
+    hold_s: float = 0.5,
+) -> AnonymizingStage:
+    """Wire the real CenterFace detector, the anonymizer and the mask hold into one stage."""
+    from firmware.detect.centerface import CenterFace  # loads onnxruntime: only when asked
+
+    detector = CenterFace(
+        model, threshold=threshold, detect_size=detect_size, threads=threads, timeout_s=timeout_s
+    )
+    return AnonymizingStage(detector, Anonymizer(mode, shape, mask_scale), MaskHold(hold_s))
+
+
+def stage_from_config(config: Config) -> AnonymizingStage:
+    """The stage exactly as the service runs it (also used by snapshots and the preview tests)."""
+    d, a = config.detector, config.anonymizer
+    size = (d.detect_width, d.detect_height) if d.detect_width and d.detect_height else None
+    return build_stage(
+        model=d.model,
+        threshold=d.threshold,
+        detect_size=size,
+        threads=d.threads,
+        timeout_s=d.timeout_s,
+        mode=a.mode,
+        shape=a.shape,
+        mask_scale=a.mask_scale,
+        hold_s=a.hold_s,
+    )

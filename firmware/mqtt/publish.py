@@ -1,0 +1,710 @@
+"""The MQTT publisher: drains the outbox to the broker, at least once, in order.
+
+One supervisor thread owns the connection. Each connection is a *session* with a fresh paho
+client (paho's own network thread does the I/O); when a session ends, everything still in the
+outbox is sent again on the next one. That costs a few duplicates after an outage, which the
+contract allows (subscribers de-duplicate on ``seq``), and it keeps no hidden queue in memory:
+the SQLite outbox is the only queue, so a power cut loses nothing.
+
+A row is acknowledged in the outbox only in paho's ``on_publish`` for that row's message id,
+i.e. once the broker sent PUBACK, and, under MQTT 5, only if the PUBACK's reason code is not a
+failure. A rejected row stays and is retried after a pause. (MQTT 3.1.1 has no such reason
+code: a broker that drops a message it may not accept, as Mosquitto does for an ACL denial,
+still acknowledges it. Prefer MQTT 5, which ``mqtt.protocol = "auto"`` tries first.)
+
+Connection problems are split in two (see :mod:`firmware.mqtt.connect`): a refused password or a
+certificate we do not trust is *fatal*: logged as an ERROR with the fix, exposed in
+:attr:`Publisher.last_error`, raised from :meth:`Publisher.wait_connected`, and retried only
+every ``fatal_retry_s``. A broker that is down or unreachable is *transient*: retried with
+exponential backoff between ``reconnect_min_s`` and ``reconnect_max_s``.
+
+Topics (``{prefix}/{site}/{device}/…``): ``counts`` QoS 1; ``status`` QoS 1 retained, with a
+retained ``offline`` Last Will; ``health`` QoS 0. Optional Home Assistant discovery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from firmware import contract
+from firmware.config.settings import MqttConfig
+from firmware.errors import AnoncamError, BrokerError, StorageError
+from firmware.mqtt.connect import (
+    ConnectFailure,
+    build_client,
+    connack_failure,
+    is_protocol_refusal,
+    protocols,
+    read_password,
+    socket_failure,
+    tls_context,
+)
+from firmware.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+# A session that has not received CONNACK after this long is given up and retried.
+_CONNACK_TIMEOUT_S = 10.0
+# Safety net when nobody calls wake(): the outbox is looked at at least this often.
+_POLL_S = 2.0
+# After the broker rejects a row (MQTT 5 PUBACK failure), wait this long before sending again:
+# a rejection (ACL, quota) rarely fixes itself within seconds.
+_REJECT_PAUSE_S = 30.0
+# After the outbox database failed (disk, lock), wait this long before reading it again.
+_STORAGE_PAUSE_S = 5.0
+
+
+def _protocol_name(p: MQTTProtocolVersion) -> str:
+    return "5" if p == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+
+
+class Publisher:
+    """Publishes the outbox's windows, the device status and health to one broker.
+
+    ``health`` is called every ``config.health_interval_s`` (from the publisher's thread) and must
+    return a JSON-able dict with the device figures the health schema requires (``fps``,
+    ``detector_latency_ms``, ``dropped_frames``, ``cpu_temp_c``, ``throttling``, ``camera``); the
+    publisher adds the outbox figures, ``schema`` and ``time``.
+
+    Call :meth:`wake` after each ``outbox.add_window`` so the window leaves at once; without it
+    the outbox is still looked at every 2 s.
+
+    Tuning: ``max_inflight`` bounds unacknowledged QoS 1 messages; more hides round-trip latency
+    after an outage, fewer resends less when the connection drops. ``reconnect_min_s`` /
+    ``reconnect_max_s`` bound the backoff; ``fatal_retry_s`` is the slow retry after a refused
+    password or untrusted certificate (so a fix on the broker side is picked up without a restart).
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        site: str,
+        device: str,
+        outbox: Outbox,
+        health: Callable[[], dict[str, Any]],
+        version: str,
+        client_id: str | None = None,
+        max_inflight: int = 20,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 60.0,
+        fatal_retry_s: float = 60.0,
+    ) -> None:
+        # Read secrets and certificates now, so a bad path is a ConfigError at start-up, not a
+        # log line in a background thread.
+        self._password = read_password(config)
+        if config.tls is not None:
+            tls_context(config.tls)
+        self._config = config
+        self._site = site
+        self._device = device
+        self._outbox = outbox
+        self._health = health
+        self._version = version
+        self._client_id = client_id or f"anoncam-{site}-{device}"
+        self._max_inflight = max_inflight
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._fatal_retry_s = fatal_retry_s
+
+        self.status_topic = contract.topic(config.prefix, site, device, "status")
+        self.health_topic = contract.topic(config.prefix, site, device, "health")
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # notified on connect, failure and ack
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+        # Guarded by _lock.
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._connack: ReasonCode | None = None
+        self._session_over = threading.Event()
+        self._by_mid: dict[int, int | None] = {}  # mid -> outbox seq (None: status / discovery)
+        self._early: dict[int, ReasonCode] = {}  # PUBACKs that beat publish() returning its mid
+        self._inflight_seqs: set[int] = set()
+        self._paused_until = 0.0
+        self._last_error: BrokerError | None = None
+        self._last_fatal = False
+        self._failed_attempts = 0
+        self._protocol: MQTTProtocolVersion | None = None
+        self._since = 0.0
+        self._ha_due = False
+        self._recovered = False
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    @property
+    def last_error(self) -> BrokerError | None:
+        """The last connection or delivery problem, None once connected cleanly."""
+        with self._lock:
+            return self._last_error
+
+    @property
+    def failed_attempts(self) -> int:
+        """Connection attempts that failed since the publisher started."""
+        with self._lock:
+            return self._failed_attempts
+
+    @property
+    def protocol(self) -> str | None:
+        """MQTT version of the current or last session: ``"5"``, ``"3.1.1"`` or None."""
+        with self._lock:
+            return None if self._protocol is None else _protocol_name(self._protocol)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, wait_connected_s: float = 0.0) -> bool:
+        """Start the background connection; optionally wait for the first connection.
+
+        Returns whether connected. Raises BrokerError when the broker refused our credentials or
+        we refused its certificate. An unreachable broker is not an error here: the publisher keeps
+        trying in the background and the outbox keeps every window meanwhile.
+        """
+        if self._thread is not None:
+            raise RuntimeError("Publisher.start() called twice")
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="anoncam-publisher", daemon=True)
+        self._thread.start()
+        if wait_connected_s > 0:
+            return self.wait_connected(wait_connected_s)
+        return self.connected
+
+    def start_first(self, timeout_s: float) -> bool:
+        """Start, and wait for the first connection attempt to settle: connected (True), refused
+        for good (BrokerError: a wrong password must stop a start), or not reachable (False, as
+        soon as the attempt failed: counting must not wait for a broker that is down, the outbox
+        keeps the windows). At most ``timeout_s`` for a broker that does not answer at all."""
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._connected and self._failed_attempts == 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        # The attempt that failed may have been a refusal: wait_connected raises it.
+        return self.wait_connected(0)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected (True) or ``timeout`` passes (False).
+
+        Raises BrokerError when the last attempt was refused for a reason retrying cannot fix.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._connected:
+                    return True
+                if self._last_fatal and self._last_error is not None:
+                    err = self._last_error
+                    raise BrokerError(err.message, hint=err.hint)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+
+    def wake(self) -> None:
+        """Tell the publisher a new window is in the outbox (cheap; call after ``add_window``)."""
+        self._wake.set()
+
+    def stop(self, drain_timeout_s: float) -> bool:
+        """Drain, say ``offline``, disconnect. Returns whether the outbox was fully delivered.
+
+        Waits up to ``drain_timeout_s`` for every row to be acknowledged by the broker (not
+        waiting at all when the broker refused us: nothing can drain). Rows not delivered stay in
+        the outbox for the next start.
+        """
+        if self._thread is None:
+            return self._outbox.stats().depth == 0
+        deadline = time.monotonic() + drain_timeout_s
+        drained = False
+        with self._cond:
+            while True:
+                if self._outbox.stats().depth == 0:
+                    drained = True
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._last_fatal and not self._connected):
+                    break
+                self._wake.set()
+                self._cond.wait(min(remaining, 0.5))
+        self._stopping.set()
+        self._wake.set()
+        self._session_over.set()
+        self._thread.join(timeout=_CONNACK_TIMEOUT_S + 5.0)
+        if self._thread.is_alive():
+            logger.warning("publisher thread did not finish within its stop timeout")
+        self._thread = None
+        if not drained:
+            logger.warning(
+                "stopped with windows not yet delivered; they stay in the outbox for the next start"
+            )
+        return drained
+
+    # ------------------------------------------------------------------ supervisor
+    def _run(self) -> None:
+        order = protocols(self._config.protocol)
+        index = 0
+        delay = self._reconnect_min_s
+        while not self._stopping.is_set():
+            try:
+                outcome = self._session(order[index], can_fall_back=index + 1 < len(order))
+            except AnoncamError as exc:  # e.g. the CA file vanished, the outbox failed
+                logger.error("publisher: %s; fix: %s", exc, exc.hint)
+                outcome = "failed"
+            except Exception:
+                # This thread is the only way counts leave the device: a bug here must not end
+                # it silently. Log it with its traceback and start a new session.
+                logger.exception("publisher session failed unexpectedly; reconnecting")
+                outcome = "failed"
+            if outcome == "stopped" or self._stopping.is_set():
+                break
+            if outcome == "protocol":
+                index += 1
+                logger.warning(
+                    "broker %s:%s does not speak MQTT 5; using MQTT 3.1.1 (set mqtt.protocol = "
+                    '"3.1.1" to skip this attempt; broker-side rejections of single messages '
+                    "cannot be seen with 3.1.1)",
+                    self._config.host,
+                    self._config.port,
+                )
+                continue
+            if outcome == "lost":
+                delay = self._reconnect_min_s
+                wait = delay
+            elif outcome == "fatal":
+                wait = max(delay, self._fatal_retry_s)
+            else:
+                wait = delay
+                delay = min(delay * 2, self._reconnect_max_s)
+            self._stopping.wait(wait)
+
+    def _session(self, protocol: MQTTProtocolVersion, *, can_fall_back: bool) -> str:
+        """One connection, from CONNECT to its end. Returns how it ended:
+        ``stopped``, ``lost`` (was connected), ``failed`` (transient), ``fatal``, ``protocol``."""
+        client = build_client(
+            self._config,
+            client_id=self._client_id,
+            protocol=protocol,
+            password=self._password,
+            max_inflight=self._max_inflight,
+        )
+        # The broker publishes the will unchanged, so its "since" is when the connection it guards
+        # was made (the status schema says so); a subscriber sees when the device was last up.
+        client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        if self._config.homeassistant.enabled:
+            client.message_callback_add(self._ha_status_topic(), self._on_ha_status)
+        with self._lock:
+            self._client = client
+            self._protocol = protocol
+            self._connack = None
+            self._connected = False
+            self._session_over.clear()
+            self._by_mid.clear()
+            self._early.clear()
+            self._inflight_seqs.clear()
+        logger.debug(
+            "connecting to %s:%s (MQTT %s)",
+            self._config.host,
+            self._config.port,
+            _protocol_name(protocol),
+        )
+        try:
+            client.connect(self._config.host, self._config.port, self._config.keepalive_s)
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            return self._failed(socket_failure(self._config, exc))
+        client.loop_start()
+        try:
+            return self._connected_session(client, protocol, can_fall_back=can_fall_back)
+        finally:
+            self._close(client)
+
+    def _connected_session(
+        self, client: mqtt.Client, protocol: MQTTProtocolVersion, *, can_fall_back: bool
+    ) -> str:
+        deadline = time.monotonic() + _CONNACK_TIMEOUT_S
+        while not self._session_over.wait(0.2):
+            if self._stopping.is_set() or time.monotonic() > deadline:
+                break
+        with self._lock:
+            connack = self._connack
+            connected = self._connected
+        if not connected:
+            if self._stopping.is_set():
+                return "stopped"
+            if connack is None:
+                return self._failed(
+                    ConnectFailure(
+                        BrokerError(
+                            f"MQTT broker {self._config.host}:{self._config.port} closed the "
+                            "connection or sent no CONNACK",
+                            hint="check that the port is an MQTT listener and whether it "
+                            "expects TLS",
+                        ),
+                        fatal=False,
+                    )
+                )
+            if can_fall_back and is_protocol_refusal(connack):
+                return "protocol"
+            return self._failed(connack_failure(self._config, connack))
+
+        self._session_up(client, protocol)
+        self._serve(client)
+        stopping = self._stopping.is_set()
+        if stopping and self.connected:
+            self._say_offline(client)
+        return "stopped" if stopping else "lost"
+
+    def _failed(self, failure: ConnectFailure) -> str:
+        err = failure.error
+        with self._lock:
+            repeated = self._last_error is not None and self._last_error.message == err.message
+        # Log before publishing the state: whoever wait_connected() wakes can rely on the log.
+        if failure.fatal:
+            # Loud every time (at most every fatal_retry_s): this needs a human.
+            logger.error("%s; fix: %s", err.message, err.hint)
+        elif not repeated:
+            logger.warning("%s (retrying in the background; fix: %s)", err.message, err.hint)
+        else:
+            logger.debug("still failing: %s", err.message)
+        with self._cond:
+            self._last_error = err
+            self._last_fatal = failure.fatal
+            self._failed_attempts += 1
+            self._cond.notify_all()
+        return "fatal" if failure.fatal else "failed"
+
+    def _session_up(self, client: mqtt.Client, protocol: MQTTProtocolVersion) -> None:
+        with self._cond:
+            had_error = self._recovered
+            self._since = time.time()
+            self._ha_due = self._config.homeassistant.enabled
+            self._cond.notify_all()
+        logger.info(
+            "connected to MQTT broker %s:%s (MQTT %s)%s",
+            self._config.host,
+            self._config.port,
+            _protocol_name(protocol),
+            " after connection problems" if had_error else "",
+        )
+        self._publish_tracked(
+            client,
+            self.status_topic,
+            self._status_payload("online", since=self._since),
+            retain=True,
+        )
+        if self._config.homeassistant.enabled:
+            client.subscribe(self._ha_status_topic(), qos=1)
+
+    def _serve(self, client: mqtt.Client) -> None:
+        """While connected: drain the outbox, send health, answer Home Assistant."""
+        next_health = time.monotonic()
+        while not self._stopping.is_set():
+            self._wake.clear()
+            with self._lock:
+                if not self._connected:
+                    return
+                ha_due, self._ha_due = self._ha_due, False
+            try:
+                if ha_due:
+                    self._publish_discovery(client)
+                self._drain(client)
+                now = time.monotonic()
+                if now >= next_health:
+                    next_health = now + self._config.health_interval_s
+                    self._publish_health(client)
+            except StorageError as exc:
+                # Keep the connection (status stays online); try the outbox again shortly.
+                logger.error("publisher: %s; fix: %s", exc, exc.hint)
+                with self._lock:
+                    self._paused_until = time.monotonic() + _STORAGE_PAUSE_S
+                now = time.monotonic()
+            self._wake.wait(max(0.0, min(next_health - now, _POLL_S)))
+
+    def _close(self, client: mqtt.Client) -> None:
+        # A normal DISCONNECT makes the broker discard the Last Will; on a dead or refused
+        # connection it just stops paho's loop.
+        client.disconnect()
+        client.loop_stop()
+        with self._cond:
+            self._connected = False
+            self._client = None
+            self._by_mid.clear()
+            self._early.clear()
+            self._inflight_seqs.clear()
+            self._cond.notify_all()
+
+    def _say_offline(self, client: mqtt.Client) -> None:
+        info = client.publish(
+            self.status_topic, self._status_payload("offline"), qos=1, retain=True
+        )
+        try:
+            info.wait_for_publish(timeout=3.0)
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("could not publish offline status on %s: %s", self.status_topic, exc)
+
+    # ------------------------------------------------------------------ outbox drain
+    def _drain(self, client: mqtt.Client) -> None:
+        with self._lock:
+            if time.monotonic() < self._paused_until:
+                return
+            room = self._max_inflight - len(self._inflight_seqs)
+            if room <= 0 or not self._connected:
+                return
+            rows = self._outbox.pending(limit=room + len(self._inflight_seqs))
+            todo = [r for r in rows if r.seq not in self._inflight_seqs][:room]
+            self._inflight_seqs.update(r.seq for r in todo)
+        for i, row in enumerate(todo):
+            topic = contract.topic(self._config.prefix, self._site, self._device, row.kind)
+            info = client.publish(topic, row.payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                # Connection gone: this and the rest go again on the next session.
+                with self._lock:
+                    self._inflight_seqs.difference_update(r.seq for r in todo[i:])
+                logger.debug(
+                    "publish of seq %d not sent (%s); will resend",
+                    row.seq,
+                    mqtt.error_string(info.rc),
+                )
+                return
+            self._track(info.mid, row.seq)
+
+    def _publish_tracked(
+        self, client: mqtt.Client, topic: str, payload: bytes, *, retain: bool
+    ) -> None:
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._track(info.mid, None)
+
+    def _track(self, mid: int, seq: int | None) -> None:
+        # publish() may return after paho's thread already handled the PUBACK; match it up here.
+        with self._lock:
+            early = self._early.pop(mid, None)
+            if early is None:
+                self._by_mid[mid] = seq
+                return
+            self._settle(seq, early)
+
+    def _settle(self, seq: int | None, reason: ReasonCode) -> None:
+        """The broker answered a QoS 1 publish. Called with _lock held."""
+        if seq is None:
+            if reason.is_failure:
+                logger.warning("broker rejected a status/discovery message: %s", reason)
+            return
+        self._inflight_seqs.discard(seq)
+        if reason.is_failure:
+            topic = contract.topic(self._config.prefix, self._site, self._device, "counts")
+            self._last_error = BrokerError(
+                f"broker rejected window seq {seq} on {topic}: {reason}",
+                hint="check the broker ACL lets this device's user publish on its topics "
+                f"({self._config.prefix}/{self._site}/{self._device}/#)",
+            )
+            self._paused_until = time.monotonic() + _REJECT_PAUSE_S
+            logger.error(
+                "%s; kept in the outbox, retrying in %.0f s; fix: %s",
+                self._last_error.message,
+                _REJECT_PAUSE_S,
+                self._last_error.hint,
+            )
+            return
+        self._outbox.ack(seq)
+        self._cond.notify_all()
+
+    # ------------------------------------------------------------------ paho callbacks
+    # They run on paho's network thread. An exception escaping one would kill that thread and
+    # silently stall delivery on a device nobody watches, so each logs and carries on.
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            if client is not self._client:
+                return
+            self._connack = reason
+            self._connected = not reason.is_failure
+            if self._connected:
+                # Cleared here, not in the supervisor thread, so that whoever wait_connected()
+                # wakes sees a consistent state.
+                self._recovered = self._last_error is not None
+                self._last_error = None
+                self._last_fatal = False
+            self._cond.notify_all()
+        self._session_over.set()
+        self._wake.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            if client is not self._client:
+                return
+            was_connected = self._connected
+            self._connected = False
+            if was_connected and not self._stopping.is_set():
+                self._last_error = BrokerError(
+                    f"lost connection to MQTT broker {self._config.host}:{self._config.port}: "
+                    f"{reason}",
+                    hint="windows wait in the outbox; check the broker and the network",
+                )
+                self._last_fatal = False
+            self._cond.notify_all()
+        if was_connected and not self._stopping.is_set():
+            logger.warning(
+                "lost connection to MQTT broker %s:%s (%s); reconnecting",
+                self._config.host,
+                self._config.port,
+                reason,
+            )
+        self._session_over.set()
+        self._wake.set()
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            with self._lock:
+                if client is not self._client:
+                    return
+                if mid in self._by_mid:
+                    self._settle(self._by_mid.pop(mid), reason)
+                else:
+                    self._early[mid] = reason
+        except Exception:
+            logger.exception("acknowledging message %d failed; the window will be sent again", mid)
+        self._wake.set()
+
+    def _on_ha_status(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.payload.strip() == b"online":
+            with self._lock:
+                self._ha_due = True
+            self._wake.set()
+
+    # ------------------------------------------------------------------ payloads
+    def _status_payload(self, state: str, *, since: float | None = None) -> bytes:
+        body = {
+            "state": state,
+            "version": self._version,
+            "since": contract.utc_iso(int(since or time.time())),
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _health_payload(self) -> bytes:
+        try:
+            figures = dict(self._health())
+        except Exception:
+            # A broken probe must not stop counts from flowing; report without its figures.
+            logger.exception("health callback failed; publishing outbox figures only")
+            figures = {
+                "fps": None,
+                "detector_latency_ms": None,
+                "dropped_frames": 0,
+                "cpu_temp_c": None,
+                "throttling": None,
+                "camera": "unknown",
+            }
+        with self._lock:
+            stats = self._outbox.stats()
+        now = time.time()
+        body: dict[str, Any] = {
+            "schema": "anoncam/health/1",
+            "time": contract.utc_iso(int(now)),
+            **figures,
+            "outbox_depth": stats.depth,
+            "oldest_unsent_age_s": None
+            if stats.oldest_created_s is None
+            else round(max(0.0, now - stats.oldest_created_s), 1),
+            "merged_total": stats.merged_total,
+            "outbox_bytes": stats.db_bytes,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _publish_health(self, client: mqtt.Client) -> None:
+        client.publish(self.health_topic, self._health_payload(), qos=0)
+
+    # ------------------------------------------------------------------ Home Assistant
+    def _ha_status_topic(self) -> str:
+        return f"{self._config.homeassistant.prefix}/status"
+
+    def _publish_discovery(self, client: mqtt.Client) -> None:
+        topic, body = homeassistant_discovery(
+            self._config, site=self._site, device=self._device, version=self._version
+        )
+        self._publish_tracked(client, topic, json.dumps(body).encode(), retain=True)
+        logger.info("published Home Assistant discovery on %s", topic)
+
+
+def homeassistant_discovery(
+    config: MqttConfig, *, site: str, device: str, version: str
+) -> tuple[str, dict[str, Any]]:
+    """Device-based discovery (Home Assistant >= 2024.11): one retained message for 4 sensors.
+
+    The sensors read the counts topic; availability follows the status topic's ``state``.
+    """
+    node = "_".join([config.prefix.replace("/", "_"), site, device])
+    counts = contract.topic(config.prefix, site, device, "counts")
+    status = contract.topic(config.prefix, site, device, "status")
+    sensors = {
+        "entries": ("Entries", "{{ value_json.entries }}", "mdi:account-arrow-right"),
+        "exits": ("Exits", "{{ value_json.exits }}", "mdi:account-arrow-left"),
+        "visitors": ("Visitors", "{{ value_json.visitors }}", "mdi:account-group"),
+        "occupancy": ("Occupancy", "{{ value_json.occupancy.last }}", "mdi:account-multiple"),
+    }
+    components = {
+        f"{node}_{key}": {
+            "platform": "sensor",
+            "name": name,
+            "unique_id": f"{node}_{key}",
+            "value_template": template,
+            "state_class": "measurement",
+            "unit_of_measurement": "people",
+            "icon": icon,
+        }
+        for key, (name, template, icon) in sensors.items()
+    }
+    body: dict[str, Any] = {
+        "device": {
+            "identifiers": [node],
+            "name": f"anoncam {site} {device}",
+            "manufacturer": "anoncam",
+            "model": "anoncam camera",
+            "sw_version": version,
+        },
+        "origin": {"name": "anoncam", "sw_version": version},
+        "availability": [{"topic": status, "value_template": "{{ value_json.state }}"}],
+        "state_topic": counts,
+        "qos": 1,
+        "components": components,
+    }
+    return f"{config.homeassistant.prefix}/device/{node}/config", body
