@@ -30,9 +30,12 @@ COUNTS_SCHEMA: Final = "anoncam/counts/1"
 HEALTH_SCHEMA: Final = "anoncam/health/1"
 KINDS: Final = ("counts", "status", "health")
 
-# site, device and zone names, as config.Identifier
-IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+IDENTIFIER_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Site, device and zone names (they appear in MQTT topics); the config's Identifier uses it."""
+TOPIC_PREFIX_PATTERN: Final = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+"""The topic prefix: MQTT levels of safe characters, no wildcards, no leading or trailing '/'."""
+IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_PREFIX = re.compile(TOPIC_PREFIX_PATTERN)
 
 # Keys that would carry per-person data (P1), identity (P3) or demographic guesses (P4).
 # Compared after normalisation (lower case, '_', '-', ' ' removed), so "trackId", "track-id"

@@ -17,7 +17,13 @@ from firmware.errors import OutputError
 
 
 def write_atomic(
-    path: Path, data: bytes, *, mode: int = 0o644, what: str = "", make_parents: bool = True
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    what: str = "",
+    make_parents: bool = True,
+    keep_owner: bool = False,
 ) -> bool:
     """Write ``data`` to ``path`` via a temp file created with ``mode``; return True if it changed.
 
@@ -26,6 +32,8 @@ def write_atomic(
     An identical file is left untouched (mode fixed if needed), which keeps re-runs idempotent.
     ``what`` names the kind of file in errors ("image"); ``make_parents=False`` refuses a missing
     folder instead of creating it (a user's typo in an output path should not grow a tree).
+    ``keep_owner=True`` gives the new file the existing file's mode and, where we may, its owner
+    (a config edited by the service must stay readable by whoever owned it).
     """
     label = f"cannot write {what}".rstrip()
     try:
@@ -39,6 +47,11 @@ def write_atomic(
         raise OutputError(
             f"{path}: {label} ({exc.strerror})", hint="check the folder exists and is writable"
         ) from None
+    owner: tuple[int, int] | None = None
+    if keep_owner:
+        with contextlib.suppress(FileNotFoundError):
+            st = path.stat()
+            mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -47,7 +60,12 @@ def write_atomic(
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)  # the umask may have narrowed it
+        if owner is not None and owner != (os.getuid(), os.getgid()):
+            # Only root may give a file away; otherwise the file keeps at least its mode.
+            with contextlib.suppress(PermissionError):
+                os.chown(tmp, *owner)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):  # a read-only folder refuses even this
             tmp.unlink(missing_ok=True)
@@ -56,6 +74,19 @@ def write_atomic(
             hint="check that the folder exists, is writable and the disk is not full",
         ) from None
     return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable across a power cut (the directory entry is data too)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from provisioning import inventory
+from provisioning.inventory.loader import load as load_inventory
 
 EPILOG = (
     "From an inventory to a card: 'provision init DIR', edit DIR/inventory.toml, "
@@ -47,7 +47,7 @@ def _init(args: argparse.Namespace) -> int:
 def _broker(args: argparse.Namespace) -> int:
     from provisioning import broker
 
-    inv = inventory.load(args.inventory)
+    inv = load_inventory(args.inventory)
     result = broker.write_broker(
         inv, Path(args.output), rotate=args.rotate or (), rotate_all=args.rotate_all
     )
@@ -84,7 +84,7 @@ def _bundle(args: argparse.Namespace) -> int:
 def _image(args: argparse.Namespace) -> int:
     from provisioning import card
 
-    inv = inventory.load(args.inventory)
+    inv = load_inventory(args.inventory)
     bundle_dir = Path(args.bundle) if args.bundle else inv.base_dir / "bundle"
     result = card.write_card(
         Path(args.target),
@@ -114,7 +114,7 @@ def _image(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from provisioning import card
 
-    inv = inventory.load(args.inventory)
+    inv = load_inventory(args.inventory)
     checks = card.verify_card(Path(args.target), inv, args.device, progress=_progress)
     width = max(len(c.name) for c in checks)
     for c in checks:

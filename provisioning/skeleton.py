@@ -8,7 +8,7 @@ from pathlib import Path
 
 from firmware.errors import OutputError, UsageError
 from firmware.fsutil import write_atomic
-from provisioning import inventory
+from provisioning.inventory.schema import PLACEHOLDER_KEY_COMMENT
 
 INVENTORY_NAME = "inventory.toml"
 
@@ -22,7 +22,7 @@ def placeholder_key() -> str:
 def skeleton_text() -> str:
     text = resources.files("provisioning").joinpath("templates/inventory.toml").read_text("utf-8")
     return text.replace("@@PLACEHOLDER_KEY@@", placeholder_key()).replace(
-        "@@PLACEHOLDER_COMMENT@@", inventory.PLACEHOLDER_KEY_COMMENT
+        "@@PLACEHOLDER_COMMENT@@", PLACEHOLDER_KEY_COMMENT
     )
 
 

@@ -46,14 +46,21 @@ def _cell_bounds(length: int, cell: int) -> tuple[NDArray[np.intp], NDArray[np.i
     return starts, sizes
 
 
-def mosaic(region: Image, cell: int) -> Image:
-    """Replace each ``cell`` x ``cell`` block by its mean colour (ragged last blocks included)."""
+def _cell_means(region: Image, cell: int) -> tuple[Image, NDArray[np.intp], NDArray[np.intp]]:
+    """Mean colour of each ``cell`` x ``cell`` block (ragged last blocks included), and the block
+    heights and widths to expand them back with."""
     h, w = region.shape[:2]
     cell = max(1, cell)
     rs, rn = _cell_bounds(h, cell)
     cs, cn = _cell_bounds(w, cell)
     sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint32), rs, axis=0), cs, axis=1)
-    means = (sums / (rn[:, None, None] * cn[None, :, None])).astype(np.uint8)
+    means: Image = (sums / (rn[:, None, None] * cn[None, :, None])).astype(np.uint8)
+    return means, rn, cn
+
+
+def mosaic(region: Image, cell: int) -> Image:
+    """Replace each ``cell`` x ``cell`` block by its mean colour (ragged last blocks included)."""
+    means, rn, cn = _cell_means(region, cell)
     out: Image = np.repeat(np.repeat(means, rn, axis=0), cn, axis=1)
     return out
 
@@ -67,11 +74,7 @@ def scrambled_mosaic(region: Image, cell: int, seed: int = 0) -> Image:
     and ``seed`` only, so a still face gets a still pattern rather than flicker.
     """
     h, w = region.shape[:2]
-    cell = max(1, cell)
-    rs, rn = _cell_bounds(h, cell)
-    cs, cn = _cell_bounds(w, cell)
-    sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint32), rs, axis=0), cs, axis=1)
-    means = (sums / (rn[:, None, None] * cn[None, :, None])).astype(np.uint8)
+    means, rn, cn = _cell_means(region, cell)
     rng = np.random.default_rng((h * 7919 + w) * 31 + seed)
     flat = means.reshape(-1, 3)[rng.permutation(means.shape[0] * means.shape[1])]
     shuffled = flat.reshape(means.shape)

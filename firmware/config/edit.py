@@ -18,19 +18,17 @@ writes them back to the device's config file so they survive a restart.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from firmware.config.settings import Config, CounterConfig, from_dict
-from firmware.errors import ConfigError, OutputError
+from firmware.errors import ConfigError
+from firmware.fsutil import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -156,32 +154,6 @@ def edit_counter_text(text: str, values: Mapping[str, list[float]]) -> str:
     return "".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    st = path.stat()
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-            # Only root may give a file away; a config owned by someone else keeps its owner
-            # when we can, and otherwise the rename below still keeps the mode.
-            with contextlib.suppress(PermissionError):
-                os.chown(tmp, st.st_uid, st.st_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable across a power cut
-    finally:
-        os.close(dir_fd)
-
-
 def save_counter(path: Path, update: Mapping[str, object]) -> Config:
     """Set ``counter.line`` and ``counter.inside`` in the TOML file ``path``; return the new Config.
 
@@ -228,13 +200,7 @@ def save_counter(path: Path, update: Mapping[str, object]) -> Config:
             hint="write them as 'line = [...]' and 'inside = [...]' under a [counter] table, "
             "then retry",
         )
-    try:
-        _write_atomic(target, new_text)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot write config: {exc.strerror or exc}",
-            hint="check that the config's directory is writable by the service user and that "
-            "the disk is not full",
-        ) from None
+    # Keeps the file's owner and mode; an OutputError names the file and what to check.
+    write_atomic(target, new_text.encode("utf-8"), what="config", keep_owner=True)
     logger.info("saved counter line %s inside %s to %s", values["line"], values["inside"], path)
     return config

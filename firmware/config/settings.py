@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from firmware.contract import IDENTIFIER_PATTERN, TOPIC_PREFIX_PATTERN
 from firmware.errors import ConfigError
 
-_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Identifier = Annotated[
     str,
     Field(
-        pattern=_ID_PATTERN,
+        pattern=IDENTIFIER_PATTERN,
         description="lower-case letters, digits, '-' and '_'; used in MQTT topics",
     ),
 ]
@@ -217,9 +217,7 @@ class HomeAssistantConfig(_Section):
 class MqttConfig(_Section):
     host: str = Field("localhost", min_length=1, description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
-    prefix: str = Field(
-        "anoncam", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", description="topic prefix"
-    )
+    prefix: str = Field("anoncam", pattern=TOPIC_PREFIX_PATTERN, description="topic prefix")
     username: str | None = Field(None, description="MQTT user name")
     password_file: Path | None = Field(
         None, description="file holding the MQTT password (or a systemd credential path)"

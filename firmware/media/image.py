@@ -102,7 +102,7 @@ def encode_image(image: Image, suffix: str, *, quality: int = 92) -> bytes:
     if suffix == ".png":
         return _encode(image, "png", "rgb24", {})
     if suffix in (".jpg", ".jpeg"):
-        return encode_jpeg(image, quality)
+        return encode_jpeg_qscale(image, jpeg_qscale(quality))
     raise OutputError(
         f"cannot write images of type {suffix!r}", hint="use a .jpg, .jpeg or .png file name"
     )

@@ -83,6 +83,8 @@ class Publisher:
     after an outage, fewer resends less when the connection drops. ``reconnect_min_s`` /
     ``reconnect_max_s`` bound the backoff; ``fatal_retry_s`` is the slow retry after a refused
     password or untrusted certificate (so a fix on the broker side is picked up without a restart).
+    ``poll_s`` is the safety poll of the outbox between wakes (2 s): shorter costs CPU on an idle
+    device, longer only matters if a caller forgets to wake the publisher.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Publisher:
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
         fatal_retry_s: float = 60.0,
+        poll_s: float = _POLL_S,
     ) -> None:
         # Read secrets and certificates now, so a bad path is a ConfigError at start-up, not a
         # log line in a background thread.
@@ -116,6 +119,7 @@ class Publisher:
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._fatal_retry_s = fatal_retry_s
+        self._poll_s = poll_s
 
         self.status_topic = contract.topic(config.prefix, site, device, "status")
         self.health_topic = contract.topic(config.prefix, site, device, "health")
@@ -437,7 +441,7 @@ class Publisher:
                 with self._lock:
                     self._paused_until = time.monotonic() + _STORAGE_PAUSE_S
                 now = time.monotonic()
-            self._wake.wait(max(0.0, min(next_health - now, _POLL_S)))
+            self._wake.wait(max(0.0, min(next_health - now, self._poll_s)))
 
     def _close(self, client: mqtt.Client) -> None:
         # A normal DISCONNECT makes the broker discard the Last Will; on a dead or refused
@@ -638,7 +642,7 @@ class Publisher:
             stats = self._outbox.stats()
         now = time.time()
         body: dict[str, Any] = {
-            "schema": "anoncam/health/1",
+            "schema": contract.HEALTH_SCHEMA,
             "time": contract.utc_iso(int(now)),
             **figures,
             "outbox_depth": stats.depth,

@@ -33,6 +33,7 @@ from firmware.config.settings import (
     TrackerConfig,
     WindowConfig,
 )
+from firmware.contract import TOPIC_PREFIX_PATTERN
 from firmware.errors import UsageError
 
 _HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -45,9 +46,6 @@ _LINUX_USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 
 
 _SUBSCRIBER = r"^[A-Za-z0-9_-]{1,64}$"
-
-
-_TOPIC_PREFIX = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 
 
 _SSH_KEY_TYPES = frozenset(
@@ -142,10 +140,10 @@ class BrokerSettings(_Strict):
     client_certificates: bool = Field(
         False, description="also issue each camera a client certificate from a fleet CA"
     )
-    prefix: str = Field("anoncam", pattern=_TOPIC_PREFIX, description="MQTT topic prefix")
+    prefix: str = Field("anoncam", pattern=TOPIC_PREFIX_PATTERN, description="MQTT topic prefix")
     protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="MQTT version")
     homeassistant: bool = Field(False, description="cameras publish Home Assistant discovery")
-    homeassistant_prefix: str = Field("homeassistant", pattern=_TOPIC_PREFIX)
+    homeassistant_prefix: str = Field("homeassistant", pattern=TOPIC_PREFIX_PATTERN)
 
     @model_validator(mode="after")
     def _tls_needed(self) -> BrokerSettings:

@@ -321,7 +321,7 @@ def test_p4_only_a_face_detector_is_shipped_and_it_returns_boxes_and_scores(
     network computes are dropped, and no attribute of a face exists to infer anything from."""
     for manifest in (
         REPO / "models" / "manifest.toml",
-        REPO / "firmware" / "resources" / "model-manifest.toml",
+        REPO / "firmware" / "models" / "manifest.toml",  # the packaged copy (a symlink)
     ):
         models = tomllib.loads(manifest.read_text(encoding="utf-8"))
         assert set(models) == {"centerface"}, manifest

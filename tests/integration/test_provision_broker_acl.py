@@ -17,7 +17,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from provisioning import broker, inventory, mosquitto
+from provisioning import broker, mosquitto
+from provisioning.inventory.loader import load as load_inventory
 from tests.support.mosquitto import Broker, make_broker
 from tests.unit.test_provision_support import write_fleet
 
@@ -100,7 +101,7 @@ def _wait(pred: Any, timeout: float = 3.0) -> bool:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[tuple[Broker, dict[str, str]]]:
-    inv = inventory.load(write_fleet(tmp_path / "fleet", homeassistant=True))
+    inv = load_inventory(write_fleet(tmp_path / "fleet", homeassistant=True))
     out = tmp_path / "broker-files"
     broker.write_broker(inv, out)
     passwords = {a.username: broker.account_password(inv, a).value for a in mosquitto.accounts(inv)}
@@ -142,10 +143,16 @@ def test_device_publishes_only_under_its_own_subtree(fleet: tuple[Broker, dict[s
             < 128
         )
         assert not any(rc.is_failure for rc in cam.subscribe("homeassistant/status"))
-        assert _wait(lambda: len(reader.messages) >= 2)
-        time.sleep(0.3)
+        # A sentinel from the same client, sent last: the broker keeps one client's order, so
+        # once it arrives every earlier publish that was routed at all has arrived before it.
+        assert cam.publish("anoncam/store-042/door-1/health", b"{}").value < 128
+        assert _wait(lambda: any(t.endswith("/health") for t, _ in reader.messages))
         topics = [t for t, _ in reader.messages]
-        assert topics == ["anoncam/store-042/door-1/counts", "anoncam/store-042/door-1/status"]
+        assert topics == [
+            "anoncam/store-042/door-1/counts",
+            "anoncam/store-042/door-1/status",
+            "anoncam/store-042/door-1/health",
+        ]
     finally:
         reader.close()
         cam.close()
@@ -158,10 +165,14 @@ def test_device_reads_nothing_else(fleet: tuple[Broker, dict[str, str]]) -> None
     cam2 = Session(b, "store-042.door-2", pw["store-042.door-2"])
     try:
         granted = cam1.subscribe("anoncam/#")
+        assert not any(rc.is_failure for rc in granted)
+        # QoS 1: the broker routes a message before it acknowledges it, so after this PUBACK
+        # anything meant for cam1 is already queued ahead of cam1's own sentinel below.
         assert cam2.publish("anoncam/store-042/door-2/counts").value < 128
-        time.sleep(0.5)
-        assert cam1.messages == []
-        assert all(rc.is_failure for rc in granted) or cam1.messages == []
+        sentinel = ("anoncam/store-042/door-1/diagnostics", b'{"nonce":"sentinel"}')
+        assert cam1.publish(*sentinel).value < 128
+        assert _wait(lambda: sentinel in cam1.messages)
+        assert cam1.messages == [sentinel]
     finally:
         cam1.close()
         cam2.close()
@@ -178,9 +189,13 @@ def test_device_reads_its_own_diagnostics_probe_only(fleet: tuple[Broker, dict[s
         cam1.subscribe("anoncam/store-042/door-2/diagnostics")
         assert cam1.publish("anoncam/store-042/door-1/diagnostics", b'{"nonce":"a"}').value < 128
         assert cam2.publish("anoncam/store-042/door-2/diagnostics", b'{"nonce":"b"}').value < 128
-        assert _wait(lambda: len(cam1.messages) >= 1)
-        time.sleep(0.3)
-        assert cam1.messages == [("anoncam/store-042/door-1/diagnostics", b'{"nonce":"a"}')]
+        # cam2's probe was routed before its PUBACK: a later probe of cam1's own comes after it.
+        assert cam1.publish("anoncam/store-042/door-1/diagnostics", b'{"nonce":"c"}').value < 128
+        assert _wait(lambda: len(cam1.messages) >= 2)
+        assert cam1.messages == [
+            ("anoncam/store-042/door-1/diagnostics", b'{"nonce":"a"}'),
+            ("anoncam/store-042/door-1/diagnostics", b'{"nonce":"c"}'),
+        ]
     finally:
         cam1.close()
         cam2.close()
@@ -212,8 +227,8 @@ def test_mqtt311_unauthorized_publish_is_dropped(fleet: tuple[Broker, dict[str, 
         reader.subscribe("anoncam/#")
         cam.publish("anoncam/store-042/door-2/counts", b"forged")
         cam.publish("anoncam/store-042/door-1/counts", b"real")
+        # "real" was sent after "forged" by the same client: once it is here, so would be forged.
         assert _wait(lambda: len(reader.messages) >= 1)
-        time.sleep(0.3)
         assert reader.messages == [("anoncam/store-042/door-1/counts", b"real")]
     finally:
         reader.close()

@@ -19,8 +19,9 @@ import pytest
 from firmware import __version__
 from firmware.fsutil import sha256_file
 from provisioning import bundle as bundle_mod
-from provisioning import inventory, layout, payload
+from provisioning import layout, payload
 from provisioning.credentials import SecretStore
+from provisioning.inventory.loader import load as load_inventory
 from tests.unit.test_provision_support import write_fleet
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def _run_install(script: Path, root: Path, bindir: Path) -> subprocess.Completed
 
 
 def _payload(tmp: Path, bundle: Path | None, **fleet: object) -> tuple[Path, str]:
-    inv = inventory.load(write_fleet(tmp / "fleet", **fleet))  # type: ignore[arg-type]
+    inv = load_inventory(write_fleet(tmp / "fleet", **fleet))  # type: ignore[arg-type]
     ref, entry = inv.device("store-042/door-1")
     manifest = bundle_mod.check_bundle(bundle) if bundle else None
     target = tmp / "bootfs" / layout.PAYLOAD_DIR

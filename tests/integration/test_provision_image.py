@@ -11,8 +11,9 @@ import pytest
 
 from firmware.cli import main
 from firmware.config.settings import from_dict
-from provisioning import firstboot, inventory, layout, payload
+from provisioning import firstboot, layout, payload
 from provisioning.credentials import SecretStore
+from provisioning.inventory.loader import load as load_inventory
 from tests.unit.test_provision_support import (
     CMDLINE,
     MTOOLS_ENV,
@@ -112,7 +113,7 @@ def test_image_bookworm_firstrun(
         assert hashlib.sha256((got / rel).read_bytes()).hexdigest() == digest, rel
     cfg = from_dict(tomllib.loads((got / "config.toml").read_text()))
     assert (cfg.site, cfg.device, cfg.mqtt.username) == ("store-042", "door-1", "store-042.door-1")
-    inv = inventory.load(inv_path)
+    inv = load_inventory(inv_path)
     password = SecretStore(inv.secrets_dir).existing_password(
         inv.secrets_dir / "devices/store-042/door-1"
     )

@@ -10,6 +10,7 @@ SQLite primary key.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from firmware.mqtt.subscribe.sinks import SqliteSink
+from firmware.outbox import outbox_path, read_stats
 from tests.support.mosquitto import Broker, free_port, make_broker
 from tests.support.scenes import (
     BUSY_DOOR,
@@ -66,6 +68,18 @@ def _frames(log: str) -> int:
     return int(found.group(1))
 
 
+def _wait_stored(state: Path, depth: int, timeout: float) -> bool:
+    """Wait until the run's outbox holds ``depth`` unsent windows (read-only, while it runs)."""
+    path = outbox_path(state)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, sqlite3.Error, ValueError):
+            if path.is_file() and read_stats(path).depth >= depth:
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def _wait_windows(listener: Listener, n: int, timeout: float) -> None:
     assert listener.wait(lambda r: len(r.distinct()) >= n, timeout), sorted(listener.distinct())
 
@@ -83,7 +97,8 @@ def test_broker_down_at_start(door: Rendered, tmp_path: Path) -> None:
     run = RunProcess(run_args(door.path, broker.port, state, window=5, drain_timeout=30))
     try:
         assert run.wait_log("not reachable yet", 30), run.stderr
-        time.sleep(2.0)  # counting goes on without a broker
+        # counting goes on without a broker: windows are stored while it is down
+        assert _wait_stored(state, 1, 60), "no window stored while the broker was down"
         assert run.proc.poll() is None, "the run should still be going when the broker starts"
         broker.start()
         assert run.wait(90) == 0, run.stderr
@@ -156,7 +171,8 @@ def test_broker_killed_mid_run_then_restarted(door: Rendered, tmp_path: Path) ->
     try:
         _wait_windows(listener, 1, 60)
         broker.kill()
-        time.sleep(1.5)  # windows close while the broker is gone
+        # windows close while the broker is gone: wait until one waits in the outbox
+        assert _wait_stored(state, 1, 60), "no window stored while the broker was down"
         assert run.proc.poll() is None, "the broker should come back while the run counts"
         broker.start()
         assert run.wait(90) == 0, run.stderr

@@ -220,7 +220,7 @@ def test_only_reviewed_code_encodes_jpegs() -> None:
                         == "encode_jpeg"
                     ):
                         sites.add(f"{path.relative_to(root)}:{node.name}")
-    assert sites == {"preview/hub.py:_encoded", "snapshot.py:render"}
+    assert sites == {"preview/hub.py:_encoded", "jobs/snapshot.py:render"}
 
 
 def test_scripts_snapshot_runs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The model checks: the manifest hash via firmware.models.store.verify, and one timed inference
+"""The model checks: the manifest hash via firmware.models.verify.verify, and one timed inference
 compared with the reference figure for the hardware class."""
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ import pytest
 
 from firmware.cli import main
 from firmware.errors import UsageError
-from provisioning import broker, inventory, mosquitto
+from provisioning import broker, mosquitto
+from provisioning.inventory.loader import load as load_inventory
 from tests.unit.test_provision_support import write_fleet
 
 
@@ -40,7 +41,7 @@ def test_hash_matches_mosquitto_passwd_format(tmp_path: Path) -> None:
 
 def test_broker_files_private_and_idempotent(tmp_path: Path) -> None:
     """Secrets 0600 in a 0700 store; a re-run rewrites nothing and rotates nothing."""
-    inv = inventory.load(write_fleet(tmp_path / "fleet"))
+    inv = load_inventory(write_fleet(tmp_path / "fleet"))
     out = tmp_path / "broker"
     first = broker.write_broker(inv, out)
     assert sorted(first.created) == ["dashboard", "store-042/door-1", "store-042/door-2"]
@@ -65,7 +66,7 @@ def test_broker_files_private_and_idempotent(tmp_path: Path) -> None:
 
 
 def test_loose_secret_permissions_are_tightened(tmp_path: Path) -> None:
-    inv = inventory.load(write_fleet(tmp_path / "fleet"))
+    inv = load_inventory(write_fleet(tmp_path / "fleet"))
     broker.write_broker(inv, tmp_path / "broker")
     secret = next(inv.secrets_dir.rglob("mqtt-password"))
     secret.chmod(0o644)
@@ -77,7 +78,7 @@ def test_rotate_one_device_only(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = write_fleet(tmp_path / "fleet")
     out = tmp_path / "broker"
     assert main(["provision", "broker", "--inventory", str(path), "-o", str(out)]) == 0
-    inv = inventory.load(path)
+    inv = load_inventory(path)
     old = {a.username: broker.account_password(inv, a).value for a in mosquitto.accounts(inv)}
     assert (
         main(
@@ -108,7 +109,7 @@ def test_rotate_one_device_only(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_rotate_unknown_account_writes_nothing(tmp_path: Path) -> None:
-    inv = inventory.load(write_fleet(tmp_path / "fleet"))
+    inv = load_inventory(write_fleet(tmp_path / "fleet"))
     with pytest.raises(UsageError, match="not in the inventory"):
         broker.write_broker(inv, tmp_path / "broker", rotate=["store-042/door-9"])
     assert not (tmp_path / "broker").exists() and not inv.secrets_dir.exists()
@@ -117,7 +118,7 @@ def test_rotate_unknown_account_writes_nothing(tmp_path: Path) -> None:
 def test_acl_least_privilege(tmp_path: Path) -> None:
     """Cameras write only their own subtree and read only their own diagnostics probe;
     subscribers only read; HA adds exactly two topics."""
-    inv = inventory.load(write_fleet(tmp_path / "fleet", homeassistant=True))
+    inv = load_inventory(write_fleet(tmp_path / "fleet", homeassistant=True))
     acl = mosquitto.render_acl(inv)
     blocks = {b.splitlines()[1]: b.splitlines()[2:] for b in acl.split("\n\n")[1:] if b.strip()}
     assert blocks["user store-042.door-1"] == [
@@ -144,7 +145,7 @@ def test_ha_node_id_matches_the_publisher(tmp_path: Path) -> None:
 
 def test_client_certificates_signed_by_fleet_ca(tmp_path: Path) -> None:
     x509 = pytest.importorskip("cryptography.x509")
-    inv = inventory.load(write_fleet(tmp_path / "fleet", tls=True, client_certificates=True))
+    inv = load_inventory(write_fleet(tmp_path / "fleet", tls=True, client_certificates=True))
     out = tmp_path / "broker"
     broker.write_broker(inv, out)
     ca = x509.load_pem_x509_certificate((out / "fleet-ca.crt").read_bytes())

@@ -11,7 +11,8 @@ import pytest
 from firmware.cli import main
 from firmware.config.settings import from_dict
 from firmware.errors import ConfigError, UsageError
-from provisioning import device_config, inventory, skeleton
+from provisioning import device_config, skeleton
+from provisioning.inventory.loader import load as load_inventory
 from tests.unit.test_provision_support import ssh_key, write_fleet
 
 BAD = """
@@ -48,7 +49,7 @@ def test_init_writes_a_skeleton_that_validates(
 ) -> None:
     """`provision init` must give installers a starting point that already passes validation."""
     assert main(["provision", "init", str(tmp_path / "fleet")]) == 0
-    inv = inventory.load(tmp_path / "fleet" / "inventory.toml")
+    inv = load_inventory(tmp_path / "fleet" / "inventory.toml")
     assert [r.key for r in inv.refs()] == ["store-042/door-1"]
     # It is commented: an installer learns the format from the file itself.
     assert sum(line.lstrip().startswith("#") for line in skeleton.skeleton_text().splitlines()) > 20
@@ -69,7 +70,7 @@ def test_bad_inventory_lists_every_problem_with_its_path(tmp_path: Path) -> None
     path = tmp_path / "inventory.toml"
     path.write_text(BAD.format(key=ssh_key()))
     with pytest.raises(ConfigError) as info:
-        inventory.load(path)
+        load_inventory(path)
     paths = {p for p, _ in info.value.problems}
     assert {"broker", "fleet.timezone", "devices.1.id", "devices.2.site"} <= paths
     assert any(p.startswith("devices.3.counter.line") for p in paths), paths
@@ -106,7 +107,7 @@ def test_unknown_keys_and_bad_ssh_keys_are_reported(tmp_path: Path) -> None:
     text = text.replace(ssh_key(), "ssh-ed25519 not-base64!")
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        inventory.load(path)
+        load_inventory(path)
     problems = dict(info.value.problems)
     assert "unknown key" in problems["fleet.admin_usr"]
     assert "base64" in problems["fleet.ssh_authorized_keys"]
@@ -122,7 +123,7 @@ def test_duplicate_hostnames_and_missing_files(tmp_path: Path) -> None:
     )
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        inventory.load(path)
+        load_inventory(path)
     problems = dict(info.value.problems)
     assert "already used" in problems["devices.1.hostname"]
     assert "file not found" in problems["fleet.wifi.password_file"]
@@ -134,7 +135,7 @@ def test_firmware_rules_apply_to_device_sections(tmp_path: Path) -> None:
     path = write_fleet(tmp_path)
     path.write_text(path.read_text().replace("height = 720", 'height = 720\nkind = "file"', 1))
     with pytest.raises(ConfigError) as info:
-        inventory.load(path)
+        load_inventory(path)
     assert any(
         p.startswith("devices.0.source") and "source.path" in m for p, m in info.value.problems
     )
@@ -147,7 +148,7 @@ def test_device_config_validates_with_firmware_and_holds_no_password(
     tmp_path: Path, options: dict[str, Any]
 ) -> None:
     """The camera's config.toml is valid for firmware.config and never contains the password."""
-    inv = inventory.load(write_fleet(tmp_path, **options))
+    inv = load_inventory(write_fleet(tmp_path, **options))
     ref, entry = inv.device("store-042/door-2")
     text = device_config.render(inv, entry)
     cfg = from_dict(tomllib.loads(text))
@@ -166,7 +167,7 @@ def test_device_config_validates_with_firmware_and_holds_no_password(
 
 
 def test_device_lookup(tmp_path: Path) -> None:
-    inv = inventory.load(
+    inv = load_inventory(
         write_fleet(tmp_path, devices=[("store-042", "door-1"), ("store-043", "door-1")])
     )
     with pytest.raises(UsageError, match="several sites"):
