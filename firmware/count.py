@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.config.settings import CounterConfig
+from firmware.config.settings import Anchor, CounterConfig
 from firmware.errors import ConfigError
 from firmware.track import Track, TrackUpdate
 
@@ -101,6 +101,7 @@ class LineCounter:
         self._normal = normal * np.sign(float((inside - self._origin) @ normal))
         self._hysteresis = float(config.hysteresis)
         self._scale = np.array([1.0 / frame_width, 1.0 / frame_height], np.float64)
+        self._anchor: Anchor = config.anchor
         self._zones = _Zones(config)
         self._ids: NDArray[np.int64] = np.zeros(0, np.int64)
         self._side: NDArray[np.int8] = np.zeros(0, np.int8)
@@ -130,7 +131,10 @@ class LineCounter:
             return FrameCounts(t_ns=t_ns, dwell_s=dwell, zone_occupancy=self._zones.count(None))
 
         ids = np.fromiter((t.id for t in active), np.int64, n)
-        centres = np.array([t.centre for t in active], np.float64).reshape(n, 2) * self._scale
+        centres = (
+            np.array([t.point(self._anchor) for t in active], np.float64).reshape(n, 2)
+            * self._scale
+        )
         seen = np.fromiter((t.missed == 0 for t in active), bool, n)
         self._admit(active, ids)
         rows = np.searchsorted(self._ids, ids)
@@ -174,7 +178,10 @@ class LineCounter:
             return
         idx = np.flatnonzero(unknown).tolist()
         k = len(idx)
-        origin = np.array([active[i].origin for i in idx], np.float64).reshape(k, 2) * self._scale
+        origin = (
+            np.array([active[i].origin_point(self._anchor) for i in idx], np.float64).reshape(k, 2)
+            * self._scale
+        )
         first_ns = np.array([active[i].first_seen_ns for i in idx], np.int64)
         s0 = (origin - self._origin) @ self._normal
         side0 = np.where(

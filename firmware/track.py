@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from firmware.boxes import greedy_pairs, iou_matrix
-from firmware.config.settings import TrackerConfig
+from firmware.config.settings import Anchor, TrackerConfig
 from firmware.frames import Detections
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ _FIELDS = (
     "_velocity",
     "_size",
     "_origin",
+    "_origin_h",
     "_first_ns",
     "_last_ns",
     "_hits",
@@ -124,11 +125,23 @@ class Track:
     confirmed: bool
     missed: int
     origin: tuple[float, float]
+    origin_height: float = 0.0
 
     @property
     def centre(self) -> tuple[float, float]:
         x1, y1, x2, y2 = self.box
         return ((x1 + x2) / 2.0, (y1 + y2) / 2.0)
+
+    def point(self, anchor: Anchor) -> tuple[float, float]:
+        """Where the person stands now: the box's bottom centre (the feet, for a camera looking
+        down at an angle) or its centre (for a camera looking straight down)."""
+        x1, _, x2, y2 = self.box
+        return ((x1 + x2) / 2.0, y2) if anchor == "bottom" else self.centre
+
+    def origin_point(self, anchor: Anchor) -> tuple[float, float]:
+        """:meth:`point` of the track's first detection."""
+        ox, oy = self.origin
+        return (ox, oy + self.origin_height / 2.0) if anchor == "bottom" else self.origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +348,7 @@ class Tracker:
             "_velocity": np.zeros((k, 2)),
             "_size": wh,
             "_origin": centre.copy(),
+            "_origin_h": wh[:, 1].copy(),
             "_first_ns": np.full(k, t_ns, np.int64),
             "_last_ns": np.full(k, t_ns, np.int64),
             "_hits": hits,
@@ -355,6 +369,7 @@ class Tracker:
         self._velocity: NDArray[np.float64] = np.zeros((0, 2))
         self._size: NDArray[np.float64] = np.zeros((0, 2))
         self._origin: NDArray[np.float64] = np.zeros((0, 2))
+        self._origin_h: NDArray[np.float64] = np.zeros(0)
         self._first_ns: NDArray[np.int64] = np.zeros(0, np.int64)
         self._last_ns: NDArray[np.int64] = np.zeros(0, np.int64)
         self._hits: NDArray[np.int64] = np.zeros(0, np.int64)
@@ -377,8 +392,9 @@ class Tracker:
                 confirmed=conf,
                 missed=mi,
                 origin=(o[0], o[1]),
+                origin_height=oh,
             )
-            for i, b, f, last, h, conf, mi, o in zip(
+            for i, b, f, last, h, conf, mi, o, oh in zip(
                 self._ids[idx].tolist(),
                 boxes,
                 self._first_ns[idx].tolist(),
@@ -387,6 +403,7 @@ class Tracker:
                 self._confirmed[idx].tolist(),
                 self._missed[idx].tolist(),
                 self._origin[idx].tolist(),
+                self._origin_h[idx].tolist(),
                 strict=True,
             )
         )

@@ -152,7 +152,17 @@ class ZoneConfig(_Section):
     )
 
 
+Anchor = Literal["bottom", "centre"]
+"""The point of a person box that stands for where the person is (see ``counter.anchor``)."""
+
+
 class CounterConfig(_Section):
+    anchor: Anchor = Field(
+        "bottom",
+        description="point of a person box tested against the line and zones: 'bottom' (the "
+        "feet: a camera looking down at an angle, the usual mount) or 'centre' (a camera looking "
+        "straight down from the ceiling)",
+    )
     line: tuple[Unit, Unit, Unit, Unit] = Field(
         (0.0, 0.5, 1.0, 0.5), description="counting line x1, y1, x2, y2 in normalized coordinates"
     )

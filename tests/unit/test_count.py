@@ -113,7 +113,7 @@ def run(
     """Feed the scene through a fresh tracker and counter, then empty frames so every track ends."""
     tcfg = tracker or TrackerConfig()
     trk = Tracker(tcfg)
-    cnt = LineCounter(counter or CounterConfig(), W, H)
+    cnt = LineCounter(counter or CounterConfig(anchor="centre"), W, H)
     last = max(max(p) for p in people)
     out = Run(tracker=trk, counter=cnt)
     for f in range(last + 1 + int(tail_s * fps) + 1):
@@ -268,7 +268,9 @@ def test_diagonal_line_inside_point_sets_direction(
 ) -> None:
     """The same walk across a diagonal line is an entry or an exit depending on ``inside``."""
     walk = path((0, 100, 400), (40, 500, 100))  # bottom-left to top-right, crosses y = x
-    r = run([walk], counter=CounterConfig(line=(0.0, 0.0, 1.0, 1.0), inside=inside))
+    r = run(
+        [walk], counter=CounterConfig(anchor="centre", line=(0.0, 0.0, 1.0, 1.0), inside=inside)
+    )
     assert (r.entries, r.exits) == (entries, exits)
 
 
@@ -295,10 +297,11 @@ def test_occupancy_both_inside() -> None:
 
 
 ZONES = CounterConfig(
+    anchor="centre",
     zones=[
         ZoneConfig(name="left", polygon=[(0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0)]),
         ZoneConfig(name="corner", polygon=[(1.0, 1.0), (0.5, 1.0), (1.0, 0.5)]),
-    ]
+    ],
 )
 
 
@@ -316,7 +319,7 @@ def test_zone_occupancy_per_zone() -> None:
 def test_zone_concave_polygon_many_points() -> None:
     """Point-in-polygon on an L-shaped (concave) zone matches the union of its two rectangles."""
     l_shape = [(0.1, 0.1), (0.4, 0.1), (0.4, 0.6), (0.9, 0.6), (0.9, 0.9), (0.1, 0.9)]
-    cfg = CounterConfig(zones=[ZoneConfig(name="ell", polygon=l_shape)])
+    cfg = CounterConfig(anchor="centre", zones=[ZoneConfig(name="ell", polygon=l_shape)])
     counter = LineCounter(cfg, W, H)
     rng = np.random.default_rng(7)
     pts = rng.uniform(0, 1, size=(400, 2))
@@ -398,7 +401,7 @@ def test_counter_forgets_ended_tracks() -> None:
 
 def test_predicted_positions_do_not_count() -> None:
     """A track missed in this frame never settles a side, even if its predicted box crossed."""
-    counter = LineCounter(CounterConfig(), W, H)
+    counter = LineCounter(CounterConfig(anchor="centre"), W, H)
     outside = Track(1, (300, 180, 340, 220), 0, 0, 3, True, 0, (320, 200))
     counter.update(TrackUpdate(active=(outside,), confirmed_now=(outside,)), 0)
     predicted_in = Track(1, (300, 330, 340, 370), 0, 0, 3, True, 2, (320, 200))
@@ -411,7 +414,7 @@ def test_predicted_positions_do_not_count() -> None:
 
 def test_counter_started_after_tracker_adopts_tracks() -> None:
     """Active tracks the counter never saw confirmed get state from their origin, not a crash."""
-    counter = LineCounter(CounterConfig(), W, H)
+    counter = LineCounter(CounterConfig(anchor="centre"), W, H)
     tr = Track(7, (300, 330, 340, 370), 0, 0, 9, True, 0, (320, 100))
     fc = counter.update(TrackUpdate(active=(tr,)), 0)
     assert (fc.entries, fc.new_visitors, fc.occupancy) == (1, 0, 1)
@@ -431,4 +434,32 @@ def test_frame_counts_carry_numbers_only() -> None:
 
 def test_rejects_empty_frame_size() -> None:
     with pytest.raises(ValueError, match="frame size"):
-        LineCounter(CounterConfig(), 0, 480)
+        LineCounter(CounterConfig(anchor="centre"), 0, 480)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "expect"),
+    [("bottom", (1, 0)), ("centre", (0, 0))],
+    ids=["bottom-anchor-counts-the-feet", "centre-anchor-ignores-them"],
+)
+def test_anchor_picks_the_point_of_a_person_box(anchor: str, expect: tuple[int, int]) -> None:
+    """A person box (120 px tall) whose feet walk from 40 px above the line to 20 px past it,
+    while its centre stays 40 px short of the line: the default bottom anchor counts the entry
+    (where a person stands, seen by a camera looking down at an angle), the centre anchor (for a
+    camera looking straight down) does not. Regression for issue 9: face and box-centre counting
+    missed people whose feet crossed a line placed at the door's threshold."""
+    walk = path((0, 320, 140), (30, 320, 200))  # box centres; the line is y = 240
+    size = 120.0
+    trk = Tracker(TrackerConfig())
+    cnt = LineCounter(CounterConfig(anchor=anchor), W, H)  # type: ignore[arg-type]
+    entries = exits = 0
+    for f in range(31 + 30):
+        boxes = (
+            [[c[0] - 30, c[1] - size / 2, c[0] + 30, c[1] + size / 2]]
+            if (c := walk.get(f)) is not None
+            else []
+        )
+        dets = Detections.from_boxes(boxes) if boxes else Detections.empty()
+        counts = cnt.update(trk.update(dets, t_of(f)), t_of(f))
+        entries, exits = entries + counts.entries, exits + counts.exits
+    assert (entries, exits) == expect
