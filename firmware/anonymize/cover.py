@@ -151,19 +151,31 @@ class Anonymizer:
         """The integer pixel rectangles (x1, y1, x2, y2) that :meth:`apply` covers."""
         return _grow(np.asarray(boxes, np.float32), self.mask_scale, image.shape[1], image.shape[0])
 
-    def apply(self, image: Image, boxes: NDArray[np.floating]) -> Image:
-        """Return a copy of ``image`` with every box (``(N, 4+)`` pixels) covered."""
+    def apply(
+        self,
+        image: Image,
+        boxes: NDArray[np.floating],
+        *,
+        exact: NDArray[np.floating] | None = None,
+    ) -> Image:
+        """Return a copy of ``image`` with every box (``(N, 4+)`` pixels) covered.
+
+        ``boxes`` (faces) are grown by ``mask_scale`` first; ``exact`` regions (heads of person
+        boxes, already generous) are covered as given, always as boxes.
+        """
         check_image(image)
         out = image.copy()
-        b = np.asarray(boxes, np.float32)
-        if b.size == 0:
-            return out
-        for x1, y1, x2, y2 in self.mask_regions(image, b[:, :4]):
+        b = np.asarray(boxes, np.float32).reshape(-1, np.asarray(boxes).shape[-1] or 4)
+        regions = [(r, self.shape) for r in self.mask_regions(image, b[:, :4])] if b.size else []
+        if exact is not None and len(exact):
+            e = np.asarray(exact, np.float32).reshape(-1, 4)
+            regions += [(r, "box") for r in _grow(e, 1.0, image.shape[1], image.shape[0])]
+        for (x1, y1, x2, y2), shape in regions:
             if x2 <= x1 or y2 <= y1:
                 continue
             region = out[y1:y2, x1:x2]  # overlapping faces: later covers apply to earlier covers
             covered = self._cover(region)
-            if self.shape == "ellipse":
+            if shape == "ellipse":
                 m = _ellipse_mask(y2 - y1, x2 - x1)
                 region[m] = covered[m]
             else:

@@ -72,7 +72,16 @@ class AnonymizingStage:
         sy = frame.height / frame.lores.shape[0]
         return dets.scaled(sx, sy).clipped(frame.width, frame.height)
 
-    def process(self, frame: Frame) -> Anonymized:
+    def process(
+        self,
+        frame: Frame,
+        *,
+        heads: NDArray[np.float32] | None = None,
+        people_failed: bool = False,
+    ) -> Anonymized:
+        """Detect faces, hold them, cover them and the ``heads`` regions (of person boxes, in
+        ``frame.image`` pixels, covered as given). ``people_failed``: the person detector failed
+        on this frame, so a head may be anywhere: the whole frame is covered (fail closed)."""
         start = time.perf_counter()
         try:
             dets = self.detect(frame)
@@ -89,9 +98,17 @@ class AnonymizingStage:
             logger.warning("detection recovered after %d failed frame(s)", self.failures)
             self._failing = False
         boxes = self.hold.update(dets.boxes, frame.t_ns)
-        image = self.anonymizer.apply(frame.image, boxes) if len(boxes) else frame.image.copy()
+        if people_failed:
+            masked = self.anonymizer.mask_all(frame.image)
+            return Anonymized(frame.t_ns, frame.index, masked, dets, True, ms, boxes)
+        has_heads = heads is not None and len(heads) > 0
+        if len(boxes) or has_heads:
+            image = self.anonymizer.apply(frame.image, boxes, exact=heads)
+        else:
+            image = frame.image.copy()
+        masks = np.concatenate([boxes, heads]) if has_heads and heads is not None else boxes
         return Anonymized(
-            frame.t_ns, frame.index, np.ascontiguousarray(image), dets, False, ms, boxes
+            frame.t_ns, frame.index, np.ascontiguousarray(image), dets, False, ms, masks
         )
 
 
