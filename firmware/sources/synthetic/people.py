@@ -46,7 +46,9 @@ class Walk:
     ``lane``: 0 .. max_in_view-1 from the left. ``face_px``: face height in pixels.
     ``speed``: frame heights per second. ``identity``: index into ``SyntheticScene.identities``.
     ``stop_y``: where a turn-back or lingering person stops (fraction of the height).
-    ``pause_s``: how long they stop.
+    ``pause_s``: how long they stop. ``facing``: ``"back"`` walks with the back of the head
+    to the camera (no face is ever visible: hair only), ``None`` draws it from the scene's
+    ``back_share``.
     """
 
     kind: WalkKind
@@ -57,6 +59,7 @@ class Walk:
     identity: int | None = None
     stop_y: float | None = None
     pause_s: float | None = None
+    facing: Literal["front", "back"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class Person:
     hair: int
     sway_period_s: float
     sway_phase: float
+    facing: Literal["front", "back"] = "front"
 
     @property
     def t_start(self) -> float:

@@ -13,8 +13,9 @@ varied, on a plain body of a clothing colour. The floor comes from scikit-image'
 Geometry: the camera looks along the walking direction; y grows downwards and the counting line
 is the horizontal line y = 0.5 (the default ``counter.line``). The store is the bottom half
 (``counter.inside`` = (0.5, 1.0)): walking down across the line is an entry, walking up an exit.
-Every person shows a face whichever way they walk (a synthetic simplification). People keep to
-lanes, so faces never overlap and every ground-truth face is fully unoccluded.
+With ``back_share`` > 0 some people walk with their back to the camera and never show a face
+(hair only): counting must not depend on faces. The others show a face whichever way they
+walk. People keep to lanes, so faces never overlap and every ground-truth face is unoccluded.
 
 Speed: the background and each person's sprite are rendered once; a frame is a copy of the
 background plus one masked ``np.copyto`` per visible person.
@@ -87,7 +88,11 @@ class SyntheticScene(SourceBase):
         max_in_view: int = 3,
         mean_gap_s: float = 1.5,
         face_px: tuple[float, float] | None = None,
+        back_share: float = 0.0,
     ) -> None:
+        if not 0.0 <= back_share <= 1.0:
+            raise ValueError(f"back_share must be in 0..1, got {back_share}")
+        self.back_share = float(back_share)
         if width < 64 or height < 64:
             raise ValueError(f"the scene needs at least 64x64 pixels, got {width}x{height}")
         if fps <= 0 or duration_s <= 0:
@@ -171,6 +176,11 @@ class SyntheticScene(SourceBase):
         lo, hi = self._face_range
         face_px = walk.face_px if walk.face_px is not None else float(rng.uniform(lo, hi))
         times, ys = self._path(walk, rng, face_px, identity)
+        # Drawn from a stream of its own, so the people of an existing seed stay the same.
+        facing = walk.facing
+        if facing is None:
+            back = np.random.default_rng([self.seed, index, 7]).random() < self.back_share
+            facing = "back" if back else "front"
         jitter = rng.uniform(-0.05, 0.05) * self._lane_w
         return Person(
             index=index,
@@ -188,6 +198,7 @@ class SyntheticScene(SourceBase):
             hair=int(rng.integers(len(_HAIR_BGR))),
             sway_period_s=float(rng.uniform(1.5, 3.0)),
             sway_phase=float(rng.uniform(0, 2 * math.pi)),
+            facing=facing,
         )
 
     def _schedule(
@@ -322,14 +333,20 @@ class SyntheticScene(SourceBase):
         out.sort()
         return [(slot, x0, y0) for _y, slot, x0, y0 in out]
 
-    def truth(self, index: int, *, min_visible: float = 0.0) -> NDArray[np.float32]:
+    def truth(
+        self, index: int, *, min_visible: float = 0.0, heads: bool = False
+    ) -> NDArray[np.float32]:
         """Face boxes ``(N, 4)`` (x1, y1, x2, y2 pixels) visible in frame ``index``.
 
         Boxes are clipped to the frame; a face partly outside is included when at least
-        ``min_visible`` of its area (and at least one pixel each way) is inside.
+        ``min_visible`` of its area (and at least one pixel each way) is inside. People walking
+        with their back to the camera show no face and are left out, unless ``heads``: then the
+        box is where the head is, for everyone (what head masking must cover).
         """
         boxes: list[tuple[float, float, float, float]] = []
         for slot, x0, y0 in self._placements(index):
+            if not heads and self._people[slot].facing == "back":
+                continue
             fx1, fy1, fx2, fy2 = self._layouts[slot].face
             x1, y1, x2, y2 = x0 + fx1, y0 + fy1, x0 + fx2, y0 + fy2
             cx1, cy1 = max(0.0, x1), max(0.0, y1)

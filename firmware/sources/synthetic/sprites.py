@@ -135,6 +135,17 @@ def build_sprite(src: FaceSource, person: Person) -> Sprite:
     img[neck] = (skin.astype(np.float32) * 0.85).astype(np.uint8)
     mask |= neck
 
+    if person.facing == "back":
+        # The back of the head: a hair ellipse over the whole head, no face pixel at all.
+        back = ellipse_mask(
+            lay.height, lay.width, fcx, (fy1 + fy2) / 2 - 0.1 * f, 0.62 * f, 0.68 * f
+        )
+        hair_bgr = np.array(_HAIR_BGR[person.hair], np.float32)
+        shade = np.linspace(1.15, 0.8, lay.height, dtype=np.float32)[:, None]
+        img[back] = np.clip(hair_bgr[None, :] * shade[np.nonzero(back)[0]], 0, 255).astype(np.uint8)
+        mask |= back
+        img[~mask] = 0
+        return Sprite(img, mask, lay)
     if not src.outline:
         hair = ellipse_mask(lay.height, lay.width, fcx, fy1 + 0.3 * f, (fx2 - fx1) * 0.66, 0.78 * f)
         img[hair] = np.array(_HAIR_BGR[person.hair], np.uint8)
