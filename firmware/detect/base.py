@@ -1,4 +1,4 @@
-"""The seam between the pipeline and any face detector."""
+"""The seams between the pipeline and its detectors: faces (anonymization), people (counting)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ class FaceDetector(Protocol):
     Returns boxes in the pixel coordinates of ``image``; an empty :class:`Detections` when there
     is no face, never ``None``. Raises :class:`firmware.errors.DetectorError` when inference
     fails; the pipeline then fails closed.
+    """
+
+    def __call__(self, image: Image) -> Detections: ...
+
+
+@runtime_checkable
+class PersonDetector(Protocol):
+    """A callable that finds people (whole bodies, seen from any side) in a BGR image.
+
+    The same contract as :class:`FaceDetector`: boxes in ``image`` pixels, empty when nobody is
+    there, :class:`firmware.errors.DetectorError` when inference fails (the frame then fails
+    closed: it is masked entirely).
     """
 
     def __call__(self, image: Image) -> Detections: ...

@@ -108,6 +108,10 @@ class CenterFace:
         opts.log_severity_level = 3  # the model triggers ~160 harmless warnings at level 2
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # The face and person sessions alternate in one process: with onnxruntime's default
+        # spin-waiting, the threads of the idle session burn the cores the other one needs
+        # (CenterFace 32.9 -> 18.2 ms per run with 2 threads when spinning is off).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._ort = ort
         self._session = ort.InferenceSession(

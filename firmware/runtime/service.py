@@ -102,6 +102,7 @@ class Service:
         from firmware.mqtt.publish import Publisher
         from firmware.outbox import Outbox, outbox_path
         from firmware.runtime.health import HealthProbe
+        from firmware.runtime.pipeline import PeopleStage
         from firmware.runtime.pipeline import run as run_loop
         from firmware.runtime.sdnotify import Notifier
         from firmware.sources import open_source
@@ -118,6 +119,12 @@ class Service:
                 hint="set state_dir to a writable directory (--state-dir)",
             ) from None
         stage = stage_from_config(cfg)
+        # Built before anything connects: a missing or wrong model stops the start here.
+        person_detector = None
+        if cfg.people.enabled:
+            from firmware.detect import nanodet
+
+            person_detector = nanodet.from_config(cfg.people, timeout_s=cfg.detector.timeout_s)
         with ExitStack() as cleanup:  # closed in reverse: preview, publisher, source, outbox
             notifier = Notifier()
             cleanup.callback(notifier.close)
@@ -175,10 +182,20 @@ class Service:
                     self.on_progress(stats)
 
             lookahead = Lookahead(stage.anonymizer, delay_frames(cfg.anonymizer.hold_s, source.fps))
+            tracker = Tracker(cfg.tracker)
+            people = None
+            if person_detector is not None:
+                people = PeopleStage(
+                    person_detector,
+                    tracker,
+                    counter,
+                    every=cfg.people.every_n_frames,
+                    heads=cfg.people.head_masking,
+                )
             run_loop(
                 source,
                 stage,
-                Tracker(cfg.tracker),
+                tracker,
                 counter,
                 aggregator,
                 clock=clock,
@@ -187,6 +204,7 @@ class Service:
                 on_frame=on_frame,
                 stats=self.stats,
                 lookahead=lookahead,
+                people=people,
             )
             health.camera_state = "ended"
             end_wall = self.stats.last_wall_ns or clock(0)

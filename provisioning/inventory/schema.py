@@ -28,6 +28,7 @@ from firmware.config.settings import (
     CounterConfig,
     DetectorConfig,
     Identifier,
+    PeopleConfig,
     PreviewConfig,
     SourceConfig,
     TrackerConfig,
@@ -173,6 +174,7 @@ class DeviceEntry(_Strict):
         None, description="camera settings; kind defaults to picamera2"
     )
     detector: DetectorConfig | None = None
+    people: PeopleConfig | None = Field(None, description="person detector (counting)")
     anonymizer: AnonymizerConfig | None = None
     tracker: TrackerConfig | None = None
     counter: CounterConfig | None = Field(None, description="counting line and inside point")

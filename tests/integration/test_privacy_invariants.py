@@ -316,16 +316,19 @@ def test_p3_a_returning_person_is_a_new_visitor_and_nothing_carries_an_id(
 def test_p4_only_a_face_detector_is_shipped_and_it_returns_boxes_and_scores(
     detector: CenterFace,
 ) -> None:
-    """P4: the model manifest (in the checkout and in the package) lists only the face
-    detector, and the detector hands the pipeline (N, 5) boxes and scores: the landmarks the
+    """P4: the model manifest (in the checkout and in the package) lists only the face and the
+    person detector (boxes and scores; NanoDet's other COCO classes are never read), and the face
+    detector hands the pipeline (N, 5) boxes and scores: the landmarks the
     network computes are dropped, and no attribute of a face exists to infer anything from."""
     for manifest in (
         REPO / "models" / "manifest.toml",
         REPO / "firmware" / "models" / "manifest.toml",  # the packaged copy (a symlink)
     ):
         models = tomllib.loads(manifest.read_text(encoding="utf-8"))
-        assert set(models) == {"centerface"}, manifest
+        # a face detector (anonymization) and a person detector (counting), nothing else
+        assert set(models) == {"centerface", "nanodet"}, manifest
         assert "face detector" in models["centerface"]["description"].lower()
+        assert "person detector" in models["nanodet"]["description"].lower()
     found = detector(load_bgr("astronaut.png"))
     assert isinstance(found, Detections)
     assert [f.name for f in fields(Detections)] == ["array"]

