@@ -118,7 +118,7 @@ def run_demo(
 
     def got(r: Received) -> None:
         if r.verdict.accepted:
-            received.append(r.window)
+            received.append(r.window.body)
         if on_window is not None:
             on_window(r)
 

@@ -174,17 +174,26 @@ def build_client(
     password: str | None,
     max_inflight: int = 20,
     reconnect: bool = False,
+    manual_ack: bool = False,
+    persistent: bool = False,
 ) -> mqtt.Client:
     """A configured, unconnected client.
 
     ``reconnect``: let paho's loop reconnect by itself (subscribers). The publisher passes False
     and runs one client per session, so it decides what to resend and how long to back off.
+    ``manual_ack``: paho sends PUBACK only when the caller calls ``client.ack(mid, qos)`` (a
+    subscriber that acknowledges after its database committed). ``persistent``: an MQTT 3.1.1
+    session the broker keeps while the client is away (MQTT 5 asks for it at connect time with
+    ``clean_start=False`` and a session expiry instead; paho refuses ``clean_session`` there).
     """
+    clean_session = None if protocol == mqtt.MQTTv5 or not persistent else False
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
         reconnect_on_failure=reconnect,
+        clean_session=clean_session,
+        manual_ack=manual_ack,
     )
     client.max_inflight_messages_set(max_inflight)
     client.connect_timeout = 10.0

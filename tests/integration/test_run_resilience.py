@@ -11,6 +11,7 @@ SQLite primary key.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import signal
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.mqtt.subscribe.sinks import SqliteSink
+from firmware.mqtt.subscribe.intake import counts_window
+from firmware.mqtt.subscribe.sinks import SqliteStore
 from firmware.outbox import outbox_path, read_stats
 from tests.support.mosquitto import Broker, free_port, make_broker
 from tests.support.scenes import (
@@ -188,9 +190,12 @@ def test_broker_killed_mid_run_then_restarted(door: Rendered, tmp_path: Path) ->
         assert sum_of(windows, "exits") == door.true_exits
         assert "lost connection to MQTT broker" in run.stderr
 
-        sink = SqliteSink(tmp_path / "bi.sqlite3")
+        sink = SqliteStore(tmp_path / "bi.sqlite3")
         for window in listener.windows():  # repeats included
-            sink.write(window)
+            raw = json.dumps(window).encode()
+            sink.store(
+                [counts_window(raw, window["site"], window["device"])], "2026-01-01T00:00:00Z"
+            )
         sink.close()
         with closing(sqlite3.connect(tmp_path / "bi.sqlite3")) as conn:
             seqs = [r[0] for r in conn.execute("SELECT seq FROM windows ORDER BY seq")]

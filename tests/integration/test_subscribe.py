@@ -205,10 +205,13 @@ def test_subscribe_dedupes_flags_gaps_and_stores(mosquitto: Broker, tmp_path: Pa
     ]
     assert rows[4]["merged"] == "3" and rows[0]["occupancy_last"] == "1"
 
-    # A fresh subscriber has no memory of seq 1; the SQLite primary key still refuses it.
+    # A fresh subscriber has no memory of seq 1; the SQLite key still refuses it (DUP, not
+    # counted), and the next new window is stored.
     again = Cli(mosquitto.port, "--count", "1", "--timeout", "20", "--sqlite", str(db_path))
-    _publish(mosquitto, [_counts(1)])
-    assert again.finish()[0] == 0
+    _publish(mosquitto, [_counts(1), _counts(10)])
+    code, lines, err = again.finish()
+    assert code == 0, err
+    assert "DUP" in _line_for(lines, DEVICE, 1)
     with sqlite3.connect(db_path) as db:
         stored = db.execute(
             "SELECT device, seq, payload FROM windows ORDER BY device, seq"
@@ -220,6 +223,7 @@ def test_subscribe_dedupes_flags_gaps_and_stores(mosquitto: Broker, tmp_path: Pa
         (DEVICE, 3),
         (DEVICE, 6),
         (DEVICE, 9),
+        (DEVICE, 10),
         ("door-2", 1),
     ]
     contract.validate("counts", json.loads(stored[0][2]))
@@ -309,11 +313,14 @@ def test_shared_subscription_splits_windows(mosquitto: Broker) -> None:
     def collect(name: str) -> Any:
         def on_window(r: Received) -> None:
             with lock:
-                got[name].append((r.window["device"], r.window["seq"]))
+                got[name].append((r.window.device, r.window.seq))
 
         return on_window
 
-    members = [Subscriber(config, share="fleet", on_window=collect(n)) for n in ("a", "b")]
+    members = [
+        Subscriber(config, share="fleet", on_window=collect(n), client_id=f"member-{n}")
+        for n in ("a", "b")
+    ]
     for m in members:
         m.connect(5)
     try:
