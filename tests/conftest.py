@@ -1,13 +1,15 @@
-"""Shared fixtures: a real Mosquitto on a free loopback port."""
+"""Shared fixtures: a real Mosquitto on a free loopback port, a real PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.mosquitto import Broker, make_broker
+from tests.support.postgres import Postgres, destroy, make_postgres
 
 
 @pytest.fixture
@@ -17,3 +19,19 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One real PostgreSQL cluster for the session (initdb + pg_ctl, loopback port); each test
+    takes its own database from the ``postgres_dsn`` fixture."""
+    server = make_postgres()
+    yield server
+    destroy(server)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: Postgres, request: pytest.FixtureRequest) -> str:
+    """DSN of a fresh database in the session's PostgreSQL."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres_server.create_database(f"{name}_{os.getpid()}")
