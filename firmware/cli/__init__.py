@@ -23,6 +23,7 @@ _COMMANDS = (
     "firmware.cli.blur",
     "firmware.cli.run",
     "firmware.cli.subscribe",
+    "firmware.cli.report",
     "firmware.cli.models",
     "firmware.cli.config",
     "firmware.cli.diagnose",
