@@ -1,0 +1,50 @@
+"""``scripts/fleet-sim`` runs in CI at a small size (the 1000-device run is the benchmark):
+real Mosquitto with the provisioned passwd/ACL, real PostgreSQL, a subscriber SIGKILLed and the
+database restarted mid-run, and the table holds exactly the windows published."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_publish import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_fleet_sim_small_with_faults(tmp_path: Path) -> None:
+    """A fault-injected small fleet: 0 lost, 0 duplicated, figures reported."""
+    figures = tmp_path / "fleet.json"
+    result = subprocess.run(
+        [
+            "bash",
+            "scripts/fleet-sim",
+            "--devices",
+            "12",
+            "--window",
+            "2",
+            "--duration",
+            "8",
+            "--subscribers",
+            "2",
+            "--processes",
+            "1",
+            "--faults",
+            "subscriber,db",
+            "--json",
+            str(figures),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = json.loads(figures.read_text())
+    assert got["published"] >= 12 * 2 and got["stored"] == got["published"]
+    assert got["lost"] == got["duplicated"] == got["conflicts"] == 0
+    assert len(got["faults"]) == 2
+    assert "p99" in result.stdout
