@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
 
     from provisioning import broker as provision
-    from provisioning import inventory, mosquitto
+    from provisioning import mosquitto
+    from provisioning.inventory import loader as inventory
     from tests.support.mosquitto import make_broker
     from tests.support.postgres import destroy, make_postgres
     from tests.unit.test_provision_support import write_fleet
