@@ -156,7 +156,8 @@ def test_p1_every_message_is_an_aggregate_of_the_contract(published: Published) 
 @pytest.mark.slow
 def test_p1_the_outbox_stores_only_aggregates(published: Published) -> None:
     """P1 (persistent storage): what waits in the outbox are valid count windows without
-    per-person keys, in a database of two tables (windows, and the seq counter) and no image."""
+    per-person keys, in a database of three tables (windows, the seq counters, and text notes:
+    the stream id and the device identity it belongs to) and no image."""
     assert len(published.stored) >= 3
     for payload in published.stored:
         contract.validate("counts", payload)
@@ -164,8 +165,9 @@ def test_p1_the_outbox_stores_only_aggregates(published: Published) -> None:
     assert published.tables == {
         "meta": ["key", "value"],
         "outbox": ["seq", "kind", "created_s", "payload"],
+        "notes": ["key", "value"],
     }
-    assert published.meta_keys == {"next_seq", "merged_total"}
+    assert published.meta_keys == {"next_seq", "merged_total", "max_sent_seq"}
     for magic in (b"\xff\xd8\xff", b"\x89PNG", b"data:image/", b"JFIF"):
         assert magic not in published.db_bytes
 
@@ -309,7 +311,7 @@ def test_p3_a_returning_person_is_a_new_visitor_and_nothing_carries_an_id(
         columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
         keys = {r[0] for r in conn.execute("SELECT key FROM meta")}
     assert columns == {"seq", "kind", "created_s", "payload"}
-    assert keys == {"next_seq", "merged_total"}
+    assert keys == {"next_seq", "merged_total", "max_sent_seq"}
 
 
 # --------------------------------------------------------------------------- P4
