@@ -32,6 +32,16 @@ threshold = 0.2               # low on purpose: a false mask is cheap, a missed 
 threads = 2
 timeout_s = 2.0               # slower detection fails closed (whole frame masked)
 
+[people]
+enabled = false               # count bodies (any side) with the person detector; off: face tracks
+# model = "/var/lib/anoncam/models/nanodet.onnx"  # default: the model from 'anoncam models fetch'
+threshold = 0.45              # lower finds distant people and more false ones
+detect_width = 448            # multiples of 32; keep the stream's aspect ratio
+detect_height = 256
+every_n_frames = 2            # detect on one frame in N; the tracker predicts between
+threads = 2
+head_masking = true           # also cover the head of every person box; keep on
+
 [anonymizer]
 mode = "mosaic"               # shuffled cells; or "blur" or "solid"
 shape = "box"                 # or "ellipse" (rounder, hides less of the scene)
@@ -44,6 +54,7 @@ max_age_s = 1.0
 iou_threshold = 0.2
 
 [counter]
+anchor = "bottom"             # point of a person box tested: "bottom" (feet) or "centre"
 line = [0.0, 0.5, 1.0, 0.5]   # x1, y1, x2, y2, normalized 0..1
 inside = [0.5, 1.0]           # a point on the store side of the line
 hysteresis = 0.02
