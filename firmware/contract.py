@@ -226,7 +226,7 @@ def _merge_gauges(gauges: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, 
 def merge_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Merge consecutive count windows (oldest first) into one.
 
-    - entries, exits, visitors, frames processed / dropped, dwell count: summed.
+    - entries, exits, visitors, frames processed / dropped / lost, dwell count: summed.
     - occupancy (and each zone): min of mins, max of maxes, mean weighted by frames processed,
       ``last`` from the newest window that processed frames; null when none did.
     - dwell p50 / p90: the count-weighted mean of the windows' p50 / p90. The exact percentile of
@@ -251,6 +251,9 @@ def merge_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "processed": sum(processed),
         "dropped": sum(int(r["frames"]["dropped"]) for r in rows),
     }
+    lost = sum(int(r["frames"].get("lost", 0)) for r in rows)
+    if lost:
+        out["frames"]["lost"] = lost
     measured = list(zip(rows, processed, strict=True))
     out["occupancy"] = _merge_gauges(
         [(r["occupancy"], p) for r, p in measured if r["occupancy"] is not None]

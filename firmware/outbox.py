@@ -30,7 +30,23 @@ sum of ``merged``, 1 when absent, equals the number of seqs issued). Recent hist
 resolution; the distant end of a long backlog becomes one long summary window. While disk space
 is low, each new window pays for itself by folding the two oldest unsent windows into one, so the
 database stops growing (SQLite reuses the freed pages; the file does not shrink). Merging happens
-in the same transaction as the insert that triggered it.
+in the same transaction as the insert that triggered it. Only windows of one stream (same site,
+device and ``stream``) are merged together.
+
+Streams and seq. Each outbox has a random **stream** id (16 hex digits), made when the outbox is
+made and stored in it: it survives restarts with the outbox and changes when the outbox is new
+(a card swap, a corrupt outbox moved aside, a restored backup), so a subscriber de-duplicating
+on ``(site, device, stream, seq)`` never mistakes a new outbox's seq 1 for an old one. A new
+stream also starts when the device's site or device id changes (:meth:`Outbox.bind`: the new
+identity's windows must not read as a continuation of the old one's) and when the seq counter
+cannot be trusted (below). Rows keep the ids and stream they were written with.
+
+``meta.next_seq`` is not trusted blindly: on open it is reconciled with the highest seq stored and
+the highest seq ever acknowledged by the broker (``max_sent_seq``, kept in ``meta``), so a
+counter that went back (a restored file, a hand edit) can neither reuse a seq nor hit the primary
+key. A counter that is missing or absurd (beyond the contract's 2^53 - 1) gives a new stream,
+continuing after the highest seq known: whatever was issued before is then never confused with
+what comes next.
 
 Rows already handed out by :meth:`Outbox.pending` and not yet acked are never merged: the
 publisher may have sent them, and folding a sent window into a later seq would count it twice.
@@ -46,6 +62,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -75,6 +93,11 @@ def outbox_path(state_dir: Path) -> Path:
 _USER_VERSION: Final = 1
 _MERGE_CHUNK: Final = 1000  # rows read per merge step: bounds memory when a big cut is needed
 _KIND: Final = "counts"
+SEQ_MAX: Final = 2**53 - 1  # the contract's bound: exact in every JSON parser, fits SQLite
+STREAM_PATTERN: Final = "^[0-9a-f]{16}$"
+# Below this much free space an I/O error is a full disk, not a failing card: SQLite reports
+# the ENOSPC of a WAL or shared-memory file as SQLITE_IOERR, not SQLITE_FULL.
+_FULL_BELOW_BYTES: Final = 1024 * 1024
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
@@ -84,7 +107,10 @@ _SCHEMA: Final = (
         created_s REAL NOT NULL,
         payload   BLOB NOT NULL
     )""",
-    "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('merged_total', 0)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('merged_total', 0), ('max_sent_seq', 0)",
+    # Text values (the stream id, the identity it belongs to): meta's INTEGER affinity would turn
+    # an all-digit stream id into a number.
+    "CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 
 
@@ -108,6 +134,32 @@ class OutboxStats:
     merged_total: int
     next_seq: int
     db_bytes: int
+    stream: str | None = None
+
+
+def new_stream() -> str:
+    """A fresh random stream id: 16 lower-case hex digits (64 bits; collisions are negligible)."""
+    return secrets.token_hex(8)
+
+
+def _free_bytes(where: Path) -> int | None:
+    try:
+        st = os.statvfs(where)
+    except OSError as exc:
+        logger.debug("statvfs %s failed: %s", where, exc)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _full(path: Path, exc: BaseException, doing: str) -> StorageError:
+    where = path.parent
+    return StorageError(
+        f"{path}: disk full while {doing} ({exc})",
+        hint=(
+            f"free space on the filesystem holding {where} ('df -h {where}'); the storage is not "
+            "failing, it is full. Windows already stored are kept"
+        ),
+    )
 
 
 def _error(path: Path, exc: BaseException, doing: str) -> StorageError:
@@ -116,6 +168,12 @@ def _error(path: Path, exc: BaseException, doing: str) -> StorageError:
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     errno = getattr(exc, "errno", None)
+    if primary == sqlite3.SQLITE_IOERR or errno == 5:
+        # A full disk shows up as an I/O error when the WAL or -shm file cannot grow: tell it
+        # from a failing card by the free space left.
+        free = _free_bytes(where)
+        if free is not None and free < _FULL_BELOW_BYTES:
+            return _full(path, exc, doing)
     if primary in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
         return StorageError(
             f"{path}: outbox database is corrupt or not a SQLite file ({exc}) while {doing}",
@@ -126,13 +184,7 @@ def _error(path: Path, exc: BaseException, doing: str) -> StorageError:
             ),
         )
     if primary == sqlite3.SQLITE_FULL or errno == 28:  # ENOSPC
-        return StorageError(
-            f"{path}: disk full while {doing} ({exc})",
-            hint=(
-                f"free space on the filesystem holding {where} ('df -h {where}'); "
-                "windows already stored are kept"
-            ),
-        )
+        return _full(path, exc, doing)
     if primary in (
         sqlite3.SQLITE_READONLY,
         sqlite3.SQLITE_CANTOPEN,
@@ -155,7 +207,7 @@ def _error(path: Path, exc: BaseException, doing: str) -> StorageError:
                 "stop the other one ('systemctl status anoncam')"
             ),
         )
-    if primary == sqlite3.SQLITE_IOERR:
+    if primary == sqlite3.SQLITE_IOERR or errno == 5:
         return StorageError(
             f"{path}: I/O error while {doing} ({exc})",
             hint=(
@@ -192,11 +244,17 @@ class Outbox:
         self._leased: set[int] = set()  # seqs handed to the publisher, not yet acked
         self._bounding = False  # for logging state changes, not every merge
         self._full_sync = True
+        self._stream = ""
         self._conn: sqlite3.Connection | None = self._open()
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def stream(self) -> str:
+        """The stream id new windows belong to (see the module docstring)."""
+        return self._stream
 
     def __repr__(self) -> str:
         return f"Outbox({str(self._path)!r}, max_rows={self._max_rows})"
@@ -242,6 +300,7 @@ class Outbox:
             conn.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA:
                 conn.execute(stmt)
+            self._reconcile(conn)
             conn.execute(f"PRAGMA application_id={_APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={_USER_VERSION}")
             conn.execute("COMMIT")
@@ -255,13 +314,114 @@ class Outbox:
         logger.info("outbox %s opened (%s)", path, "existing" if existed else "new")
         return conn
 
+    def _reconcile(self, conn: sqlite3.Connection) -> None:
+        """Inside the opening transaction: make ``next_seq`` safe and make sure of a stream."""
+        path = self._path
+        stored = _meta_int(conn, "next_seq")
+        top_row = conn.execute("SELECT MAX(seq) FROM outbox WHERE seq <= ?", (SEQ_MAX,)).fetchone()
+        sent = _meta_int(conn, "max_sent_seq")
+        floor = max(int(top_row[0] or 0), min(sent or 0, SEQ_MAX)) + 1
+        stream = _note(conn, "stream")
+        fresh = stream is None or re.fullmatch(STREAM_PATTERN, stream) is None
+        if stored is None:
+            if floor > 1:
+                logger.warning(
+                    "%s: the seq counter is missing; continuing at %d after the highest seq "
+                    "stored or sent, in a new stream",
+                    path,
+                    floor,
+                )
+                fresh = True
+            elif stream is not None:
+                fresh = True  # a counter gone from an outbox that had a stream: cannot be sure
+            next_seq = floor
+        elif stored < 1 or stored > SEQ_MAX:
+            logger.warning(
+                "%s: the seq counter holds %d, outside 1..2^53-1; continuing at %d after the "
+                "highest seq stored or sent, in a new stream",
+                path,
+                stored,
+                floor,
+            )
+            next_seq, fresh = floor, True
+        elif stored < floor:
+            logger.warning(
+                "%s: the seq counter (%d) is behind the seqs stored or sent; continuing at %d",
+                path,
+                stored,
+                floor,
+            )
+            next_seq = floor
+        else:
+            next_seq = stored
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (next_seq,))
+        if fresh or stream is None:
+            stream = new_stream()
+            conn.execute(
+                "INSERT OR REPLACE INTO notes (key, value) VALUES ('stream', ?)", (stream,)
+            )
+        self._stream = stream
+
+    def bind(self, site: str, device: str) -> str:
+        """Tie the outbox to the device identity that writes new windows; return the stream id.
+
+        The first identity is recorded. A different one later (a renamed site or device) starts a
+        new stream: the new identity's seqs must not read as a continuation of the old one's.
+        Unsent rows keep the ids they were written with (the publisher sends each on its own
+        topic).
+        """
+        with self._transaction("recording the device identity", durable=True) as conn:
+            old = (_note(conn, "site"), _note(conn, "device"))
+            if old != (site, device):
+                if old[0] is not None and old[1] is not None:
+                    depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                    self._stream = new_stream()
+                    conn.execute(
+                        "INSERT OR REPLACE INTO notes (key, value) VALUES ('stream', ?)",
+                        (self._stream,),
+                    )
+                    logger.warning(
+                        "%s: device identity changed from %s/%s to %s/%s: new stream %s; "
+                        "%d unsent window(s) keep the old ids and go out on the old topic",
+                        self._path,
+                        old[0],
+                        old[1],
+                        site,
+                        device,
+                        self._stream,
+                        depth,
+                    )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO notes (key, value) VALUES (?, ?)",
+                    [("site", site), ("device", device)],
+                )
+        return self._stream
+
+    def note(self, key: str) -> str | None:
+        """A small text value kept with the outbox (e.g. what the publisher left retained)."""
+        with self._lock:
+            try:
+                return _note(self._db(), key)
+            except sqlite3.Error as exc:
+                raise _error(self._path, exc, f"reading note {key!r}") from exc
+
+    def set_note(self, key: str, value: str | None) -> None:
+        """Store (or, with None, forget) a small text value kept with the outbox."""
+        with self._transaction(f"writing note {key!r}", durable=True) as conn:
+            if value is None:
+                conn.execute("DELETE FROM notes WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO notes (key, value) VALUES (?, ?)", (key, value)
+                )
+
     def _check_identity(self, conn: sqlite3.Connection, existed: bool) -> None:
         """Refuse a file that is damaged or belongs to something else, before writing to it."""
         path = self._path
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if app_id != _APPLICATION_ID and (app_id != 0 or tables - {"meta", "outbox"}):
+        if app_id != _APPLICATION_ID and (app_id != 0 or tables - {"meta", "outbox", "notes"}):
             raise StorageError(
                 f"{path}: a SQLite database but not an anoncam outbox (application_id {app_id:#x})",
                 hint=(
@@ -342,6 +502,12 @@ class Outbox:
         with self._transaction("adding a window", durable=True) as conn:
             first = self._meta(conn, "next_seq")
             seq = first + windows - 1
+            if seq > SEQ_MAX:
+                raise StorageError(
+                    f"{self._path}: seq {seq} would exceed the contract's maximum 2^53 - 1",
+                    hint=f"stop anoncam and move {self._path} aside: a new outbox starts a new "
+                    "stream at seq 1",
+                )
             payload = build(seq)
             if payload.get("seq") != seq:
                 raise ValueError(
@@ -381,6 +547,11 @@ class Outbox:
             return
         with self._transaction("deleting sent windows", durable=False) as conn:
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in gone])
+            # What the broker has is never issued again, even if next_seq went back (see open).
+            conn.execute(
+                "UPDATE meta SET value = MAX(value, ?) WHERE key = 'max_sent_seq'",
+                (min(max(gone), SEQ_MAX),),
+            )
         # After COMMIT: a failed delete leaves the rows leased, so they are still never merged.
         with self._lock:
             self._leased.difference_update(gone)
@@ -417,12 +588,7 @@ class Outbox:
     # -- bounds --------------------------------------------------------------------------------
 
     def _free_bytes(self) -> int | None:
-        try:
-            st = os.statvfs(self._path.parent)
-        except OSError as exc:
-            logger.debug("statvfs %s failed: %s", self._path.parent, exc)
-            return None
-        return st.f_bavail * st.f_frsize
+        return _free_bytes(self._path.parent)
 
     def _enforce_bounds(self, conn: sqlite3.Connection) -> None:
         """Inside the caller's transaction: fold the oldest rows until within bounds."""
@@ -464,9 +630,7 @@ class Outbox:
             "SELECT seq, created_s, payload FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?",
             (_KIND, want + len(self._leased)),
         )
-        rows = [r for r in cursor.fetchall() if int(r[0]) not in self._leased][:want]
-        if len(rows) < 2:
-            return 0
+        rows = [r for r in cursor.fetchall() if int(r[0]) not in self._leased]
         try:
             payloads = [json.loads(bytes(r[2])) for r in rows]
         except (ValueError, UnicodeDecodeError) as exc:
@@ -477,6 +641,11 @@ class Outbox:
                     "salvage it with 'sqlite3 FILE .recover'"
                 ),
             ) from exc
+        # Only windows of one stream and identity: merging across a rename would publish old
+        # counts under the new ids.
+        rows, payloads = _first_run(rows, payloads, want)
+        if len(rows) < 2:
+            return 0
         merged = merge_counts(payloads)
         keep = int(rows[-1][0])
         merged["seq"] = keep
@@ -496,6 +665,39 @@ class Outbox:
         return len(gone)
 
 
+def _stream_key(payload: Any) -> tuple[Any, ...]:
+    if not isinstance(payload, dict):
+        return (None,)
+    return (payload.get("site"), payload.get("device"), payload.get("stream"))
+
+
+def _first_run(rows: list[Any], payloads: list[Any], want: int) -> tuple[list[Any], list[Any]]:
+    """The oldest run of at least two consecutive rows of one stream, at most ``want`` long."""
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        key = _stream_key(payloads[start])
+        while end < len(rows) and end - start < want and _stream_key(payloads[end]) == key:
+            end += 1
+        if end - start >= 2:
+            return rows[start:end], payloads[start:end]
+        start = end
+    return [], []
+
+
+def _meta_int(conn: sqlite3.Connection, key: str) -> int | None:
+    """An integer from meta, None when missing or not an integer (a damaged or edited file)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    if row is None or not isinstance(row[0], int):
+        return None
+    return int(row[0])
+
+
+def _note(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM notes WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def _read_stats(conn: sqlite3.Connection, path: Path) -> OutboxStats:
     """The statistics, from an open connection (the one SQL for them, writer and reader alike)."""
     depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -511,7 +713,14 @@ def _read_stats(conn: sqlite3.Connection, path: Path) -> OutboxStats:
         merged_total=int(meta.get("merged_total", 0)),
         next_seq=int(meta.get("next_seq", 1)),
         db_bytes=size,
+        stream=_note(conn, "stream") if _has_notes(conn) else None,
     )
+
+
+def _has_notes(conn: sqlite3.Connection) -> bool:
+    # An outbox written before streams existed has no notes table (read-only readers see it so).
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='notes'")
+    return found.fetchone() is not None
 
 
 def read_stats(path: Path) -> OutboxStats:

@@ -21,11 +21,19 @@ What a subscriber sees:
   consumes ``n`` seqs so the contract's rule "seq gaps are explained by merged" holds.
 - A frame whose wall time is earlier than the open window (the clock stepped back) is counted in
   the open window: seq order and time order stay the same.
-- :meth:`WindowAggregator.flush` (end of file, SIGTERM) closes the open window with its boundary
-  end, not the flush time: every window stays on the grid and ``frames.processed`` shows how much
-  of it was observed. After a restart within the same window, two rows can share one span; their
-  frames are disjoint, so a subscriber sums them. A restart gap is not back-filled (the new
-  process does not know when the old one stopped); the retained status topic tells that story.
+- Window times are unique per device, so a time-series store can key on ``(device, start)``:
+  the first window of a run starts at its first frame (to the second, rounded down) instead of
+  the boundary before it, and :meth:`WindowAggregator.flush` (end of file, SIGTERM) ends the open
+  window at the flush time (to the second, rounded up, never past the boundary) instead of the
+  boundary after it. Two runs within one window thus give two rows with different, non-overlapping
+  spans (``[17:00:00, 17:00:25)`` and ``[17:00:31, 17:01:00)``), and no window ends in the future
+  when it is published. Every other window sits on the grid. A restart gap is not back-filled
+  (the new process does not know when the old one stopped); the retained status topic tells that
+  story.
+- Storage failures (disk full or failing) lose no window: the closed window stays in memory until
+  the outbox takes it. The frame whose counts could not be recorded meanwhile is not forgotten
+  either: it is counted in ``frames.dropped`` (and ``frames.lost``) of the next window that could
+  be stored, so ``processed + dropped`` still accounts for every frame.
 
 Privacy (P1, P5): payloads hold aggregates only. With ``suppress_below = k > 0``, every count,
 occupancy figure and dwell count below ``k`` is reported as 0 (a suppressed dwell has null
@@ -50,6 +58,7 @@ import numpy as np
 
 from firmware.contract import COUNTS_SCHEMA, check_identifier, utc_iso
 from firmware.count import FrameCounts
+from firmware.errors import StorageError
 from firmware.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -83,6 +92,8 @@ class _Gauge:
 class _Window:
     index: int
     sample_cap: int
+    start_s: int  # epoch seconds; the boundary, or the first frame's second (see module docstring)
+    last_s: int  # the latest frame's second, never before start_s
     entries: int = 0
     exits: int = 0
     visitors: int = 0
@@ -171,8 +182,12 @@ class WindowAggregator:
         self._sample_cap = dwell_sample_cap
         self._cur: _Window | None = None
         self._last_index: int | None = None  # index of the last window written
+        self._covered_s: int | None = None  # end (epoch s) of the last window written
+        self._resumed = True  # the next window opened is the first after a start or a flush
         self._clock_back = False
         self._on_closed = on_closed
+        self._lost = 0  # frames whose counts a storage failure lost, not yet in a stored window
+        self._stream = outbox.bind(site, device)
 
     @property
     def window_s(self) -> int:
@@ -185,7 +200,7 @@ class WindowAggregator:
         if w is None:
             return None
         return {
-            "start": utc_iso(w.index * self._window_s),
+            "start": utc_iso(w.start_s),
             "entries": w.entries,
             "exits": w.exits,
             "visitors": w.visitors,
@@ -195,7 +210,18 @@ class WindowAggregator:
 
     def observe(self, fc: FrameCounts, wall_ns: int) -> list[int]:
         """Count one processed frame at UTC epoch ``wall_ns``. Returns the seqs of the windows this
-        call closed (the open one and any empty ones after it), oldest first."""
+        call closed (the open one and any empty ones after it), oldest first.
+
+        Raises StorageError when a closed window could not be stored; the window is kept and
+        written by a later call, and this frame is counted as dropped in the next window stored.
+        """
+        try:
+            return self._observe(fc, wall_ns)
+        except StorageError:
+            self._lost += 1 + fc.dropped
+            raise
+
+    def _observe(self, fc: FrameCounts, wall_ns: int) -> list[int]:
         idx = wall_ns // (self._window_s * _NS)
         closed: list[int] = []
         cur = self._cur
@@ -205,11 +231,12 @@ class WindowAggregator:
         if cur is None:
             if self._last_index is not None and idx > self._last_index + 1:
                 closed.extend(self._fill_gap(self._last_index + 1, idx))
-            cur = self._cur = _Window(self._clamp(idx), self._sample_cap)
+            cur = self._cur = self._open(self._clamp(idx), wall_ns)
         elif idx < cur.index:
             self._warn_clock_back(idx, cur.index)
         else:
             self._clock_back = False
+        cur.last_s = max(cur.last_s, min(wall_ns // _NS, (cur.index + 1) * self._window_s - 1))
         cur.add(fc)
         return closed
 
@@ -218,7 +245,11 @@ class WindowAggregator:
         elapsed between it and ``wall_ns``. Returns the last seq written, None if nothing was."""
         last: int | None = None
         if self._cur is not None:
-            last = self._write(self._cur)
+            w = self._cur
+            boundary = (w.index + 1) * self._window_s
+            at = -(-wall_ns // _NS)  # rounded up: the window holds every frame before the flush
+            last = self._write(w, end_s=min(boundary, max(at, w.last_s + 1)))
+            self._resumed = True
         if self._last_index is not None:
             idx = wall_ns // (self._window_s * _NS)
             if idx > self._last_index + 1:
@@ -226,6 +257,19 @@ class WindowAggregator:
         return last
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _open(self, idx: int, wall_ns: int) -> _Window:
+        boundary = idx * self._window_s
+        start = boundary
+        if self._resumed:
+            # The first window after a start or a flush: from its first frame, so it never shares
+            # its span with the previous run's row for the same window (see module docstring).
+            start = max(boundary, wall_ns // _NS)
+            self._resumed = False
+        if self._covered_s is not None:
+            start = max(start, self._covered_s)
+        start = min(start, boundary + self._window_s - 1)
+        return _Window(idx, self._sample_cap, start_s=start, last_s=start)
 
     def _clamp(self, idx: int) -> int:
         if self._last_index is not None and idx < self._last_index:
@@ -242,8 +286,21 @@ class WindowAggregator:
             )
             self._clock_back = True
 
-    def _write(self, w: _Window) -> int:
-        seq = self._outbox.add_window(lambda seq: self._payload(seq, w.index, w.index + 1, w))
+    def _add(self, first: int, stop: int, w: _Window | None, *, end_s: int | None = None) -> int:
+        """Write one row; frames lost to earlier storage failures ride along with it."""
+        lost = self._lost
+        start_s = first * self._window_s if w is None else w.start_s
+        end_s = stop * self._window_s if end_s is None else end_s
+        seq = self._outbox.add_window(
+            lambda seq: self._payload(seq, first, stop, w, start_s, end_s, lost),
+            windows=stop - first,
+        )
+        self._lost -= lost  # only after the commit: a failed write keeps them for the next row
+        self._covered_s = end_s
+        return seq
+
+    def _write(self, w: _Window, *, end_s: int | None = None) -> int:
+        seq = self._add(w.index, w.index + 1, w, end_s=end_s)
         self._cur = None  # only now, after the transaction committed
         self._last_index = w.index
         self._closed(seq)
@@ -259,13 +316,13 @@ class WindowAggregator:
                 utc_iso(stop * self._window_s),
                 n,
             )
-            seq = self._outbox.add_window(self._empty(first, stop), windows=n)
+            seq = self._add(first, stop, None)
             self._last_index = stop - 1
             self._closed(seq)
             return [seq]
         seqs = []
         for i in range(first, stop):
-            seqs.append(self._outbox.add_window(self._empty(i, i + 1)))
+            seqs.append(self._add(i, i + 1, None))
             self._last_index = i
             self._closed(seqs[-1])
         return seqs
@@ -274,9 +331,6 @@ class WindowAggregator:
         # Called after the window's transaction committed, e.g. to wake the publisher.
         if self._on_closed is not None:
             self._on_closed(seq)
-
-    def _empty(self, first: int, stop: int) -> Callable[[int], dict[str, Any]]:
-        return lambda seq: self._payload(seq, first, stop, None)
 
     def _s(self, value: int) -> int:
         return 0 if value < self._suppress else value
@@ -297,14 +351,24 @@ class WindowAggregator:
         p50, p90 = np.quantile(np.asarray(w.dwell_sample, dtype=np.float64), [0.5, 0.9])
         return {"count": count, "p50": round(float(p50), 1), "p90": round(float(p90), 1)}
 
-    def _payload(self, seq: int, first: int, stop: int, w: _Window | None) -> dict[str, Any]:
+    def _payload(
+        self,
+        seq: int,
+        first: int,
+        stop: int,
+        w: _Window | None,
+        start_s: int,
+        end_s: int,
+        lost: int,
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "schema": COUNTS_SCHEMA,
             "site": self._site,
             "device": self._device,
+            "stream": self._stream,
             "seq": seq,
-            "start": utc_iso(first * self._window_s),
-            "end": utc_iso(stop * self._window_s),
+            "start": utc_iso(start_s),
+            "end": utc_iso(end_s),
             "entries": 0 if w is None else self._s(w.entries),
             "exits": 0 if w is None else self._s(w.exits),
             "visitors": 0 if w is None else self._s(w.visitors),
@@ -312,9 +376,11 @@ class WindowAggregator:
             "dwell_s": self._dwell(w),
             "frames": {
                 "processed": 0 if w is None else w.processed,
-                "dropped": 0 if w is None else w.dropped,
+                "dropped": lost + (0 if w is None else w.dropped),
             },
         }
+        if lost:
+            payload["frames"]["lost"] = lost
         zones: Mapping[str, _Gauge] = {} if w is None else w.zones
         if zones:
             payload["zones"] = {name: self._gauge(g) for name, g in sorted(zones.items())}

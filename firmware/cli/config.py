@@ -16,16 +16,31 @@ log_level = "INFO"
 
 [source]
 kind = "picamera2"            # "picamera2", "file" (needs path) or "synthetic"
+# path = "/srv/door.mp4"      # with kind = "file": a video file or an image folder
 width = 1280                  # main stream (anonymized output)
 height = 720
 fps = 15.0
 lores_width = 640             # detection stream; smaller is faster, misses distant faces
-lores_height = 480
+lores_height = 360            # keep the main stream's aspect ratio
+duration_s = 60.0             # with kind = "synthetic": length of the demo scene
 
 [detector]
+# model = "/var/lib/anoncam/models/centerface-opt.onnx"  # default: the fetched CenterFace
+# detect_width = 320          # with detect_height: detect at this size (faster, misses small
+# detect_height = 256         # faces); default: the detection stream's size
 threshold = 0.2               # low on purpose: a false mask is cheap, a missed face leaks
 threads = 2
 timeout_s = 2.0               # slower detection fails closed (whole frame masked)
+
+[people]
+enabled = false               # count bodies (any side) with the person detector; off: face tracks
+# model = "/var/lib/anoncam/models/nanodet.onnx"  # default: the model from 'anoncam models fetch'
+threshold = 0.45              # lower finds distant people and more false ones
+detect_width = 448            # multiples of 32; keep the stream's aspect ratio
+detect_height = 256
+every_n_frames = 2            # detect on one frame in N; the tracker predicts between
+threads = 2
+head_masking = true           # also cover the head of every person box; keep on
 
 [anonymizer]
 mode = "mosaic"               # shuffled cells; or "blur" or "solid"
@@ -36,11 +51,16 @@ hold_s = 0.5                  # keep covering a face this long after the detecto
 [tracker]
 min_hits = 3
 max_age_s = 1.0
+iou_threshold = 0.2
 
 [counter]
+anchor = "bottom"             # point of a person box tested: "bottom" (feet) or "centre"
 line = [0.0, 0.5, 1.0, 0.5]   # x1, y1, x2, y2, normalized 0..1
 inside = [0.5, 1.0]           # a point on the store side of the line
 hysteresis = 0.02
+# [[counter.zones]]           # optional occupancy zones, each published under "zones"
+# name = "till"
+# polygon = [[0.6, 0.6], [0.9, 0.6], [0.9, 0.9], [0.6, 0.9]]
 
 [windows]
 seconds = 60
@@ -52,10 +72,19 @@ port = 8883
 prefix = "anoncam"
 username = "store-042-door-1" # example value
 # password_file = "/etc/anoncam/mqtt-password"  # or systemd LoadCredential=mqtt-password
+protocol = "auto"             # "auto" tries MQTT 5 (sees broker rejections), then 3.1.1
+keepalive_s = 60              # the broker publishes the Last Will after 1.5x this silence
+health_interval_s = 60.0      # seconds between health messages
 
 [mqtt.tls]
 ca_file = "/etc/anoncam/ca.crt"  # example value
+# cert_file = "/etc/anoncam/client.crt"  # client certificate, when the broker asks for one
+# key_file = "/etc/anoncam/client.key"
 verify_hostname = true
+
+[mqtt.homeassistant]
+enabled = false               # Home Assistant discovery; turning it off removes the sensors
+prefix = "homeassistant"
 
 [outbox]
 max_rows = 100000
@@ -65,6 +94,7 @@ min_free_mb = 50
 enabled = false
 bind = "127.0.0.1"
 port = 8080
+# token_file = "/etc/anoncam/preview-token"  # required when bind is not loopback
 """
 
 

@@ -20,6 +20,14 @@ exponential backoff between ``reconnect_min_s`` and ``reconnect_max_s``.
 
 Topics (``{prefix}/{site}/{device}/…``): ``counts`` QoS 1; ``status`` QoS 1 retained, with a
 retained ``offline`` Last Will; ``health`` QoS 0. Optional Home Assistant discovery.
+
+Each window goes out on the topic of the site and device it carries, not the ones configured
+now: after a rename, the backlog written under the old ids reaches subscribers on the old topic
+(where its payload's ids agree with the topic) and new windows, in a new stream, on the new one.
+
+The discovery topic published is remembered in the outbox (:meth:`Outbox.note`): when discovery
+is turned off, or the device's ids change, the next session clears the old retained discovery
+with an empty retained message, so Home Assistant removes sensors nobody feeds.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from firmware.mqtt.connect import (
     socket_failure,
     tls_context,
 )
-from firmware.outbox import Outbox
+from firmware.outbox import Outbox, OutboxRow
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,8 @@ _POLL_S = 2.0
 _REJECT_PAUSE_S = 30.0
 # After the outbox database failed (disk, lock), wait this long before reading it again.
 _STORAGE_PAUSE_S = 5.0
+STATUS_SCHEMA = "anoncam/status/1"
+_HA_NOTE = "homeassistant_discovery_topic"  # outbox note: the retained discovery topic we left
 
 
 def _protocol_name(p: MQTTProtocolVersion) -> str:
@@ -136,6 +146,7 @@ class Publisher:
         self._connack: ReasonCode | None = None
         self._session_over = threading.Event()
         self._by_mid: dict[int, int | None] = {}  # mid -> outbox seq (None: status / discovery)
+        self._then: dict[int, Callable[[], None]] = {}  # mid -> what to do once acknowledged
         self._early: dict[int, ReasonCode] = {}  # PUBACKs that beat publish() returning its mid
         self._inflight_seqs: set[int] = set()
         self._paused_until = 0.0
@@ -308,9 +319,10 @@ class Publisher:
             password=self._password,
             max_inflight=self._max_inflight,
         )
-        # The broker publishes the will unchanged, so its "since" is when the connection it guards
-        # was made (the status schema says so); a subscriber sees when the device was last up.
-        client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        # The broker publishes the will unchanged, long after it was written: the moment the
+        # device went away is unknown here, so the will's "since" is null (the status schema
+        # says: use the time the message arrived), never the connect time.
+        client.will_set(self.status_topic, self._will_payload(), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -323,6 +335,7 @@ class Publisher:
             self._connected = False
             self._session_over.clear()
             self._by_mid.clear()
+            self._then.clear()
             self._early.clear()
             self._inflight_seqs.clear()
         logger.debug(
@@ -400,7 +413,8 @@ class Publisher:
         with self._cond:
             had_error = self._recovered
             self._since = time.time()
-            self._ha_due = self._config.homeassistant.enabled
+            # Due in every session: publishes discovery when enabled, clears a stale one if not.
+            self._ha_due = True
             self._cond.notify_all()
         logger.info(
             "connected to MQTT broker %s:%s (MQTT %s)%s",
@@ -429,7 +443,7 @@ class Publisher:
                 ha_due, self._ha_due = self._ha_due, False
             try:
                 if ha_due:
-                    self._publish_discovery(client)
+                    self._discovery(client)
                 self._drain(client)
                 now = time.monotonic()
                 if now >= next_health:
@@ -452,6 +466,7 @@ class Publisher:
             self._connected = False
             self._client = None
             self._by_mid.clear()
+            self._then.clear()
             self._early.clear()
             self._inflight_seqs.clear()
             self._cond.notify_all()
@@ -477,8 +492,7 @@ class Publisher:
             todo = [r for r in rows if r.seq not in self._inflight_seqs][:room]
             self._inflight_seqs.update(r.seq for r in todo)
         for i, row in enumerate(todo):
-            topic = contract.topic(self._config.prefix, self._site, self._device, row.kind)
-            info = client.publish(topic, row.payload, qos=1)
+            info = client.publish(self._row_topic(row), row.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # Connection gone: this and the rest go again on the next session.
                 with self._lock:
@@ -491,27 +505,54 @@ class Publisher:
                 return
             self._track(info.mid, row.seq)
 
+    def _row_topic(self, row: OutboxRow) -> str:
+        """The topic of the ids the window carries (a backlog from before a rename keeps its
+        own); the configured ids when the payload does not name valid ones."""
+        try:
+            body = json.loads(row.payload)
+            return contract.topic(self._config.prefix, body["site"], body["device"], row.kind)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "window seq %d does not name a valid site and device (%s); sending it on this "
+                "device's topic",
+                row.seq,
+                exc,
+            )
+            return contract.topic(self._config.prefix, self._site, self._device, row.kind)
+
     def _publish_tracked(
-        self, client: mqtt.Client, topic: str, payload: bytes, *, retain: bool
+        self,
+        client: mqtt.Client,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool,
+        then: Callable[[], None] | None = None,
     ) -> None:
         info = client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._track(info.mid, None)
+            self._track(info.mid, None, then)
 
-    def _track(self, mid: int, seq: int | None) -> None:
+    def _track(self, mid: int, seq: int | None, then: Callable[[], None] | None = None) -> None:
         # publish() may return after paho's thread already handled the PUBACK; match it up here.
         with self._lock:
             early = self._early.pop(mid, None)
             if early is None:
                 self._by_mid[mid] = seq
+                if then is not None:
+                    self._then[mid] = then
                 return
-            self._settle(seq, early)
+            self._settle(seq, early, then)
 
-    def _settle(self, seq: int | None, reason: ReasonCode) -> None:
+    def _settle(
+        self, seq: int | None, reason: ReasonCode, then: Callable[[], None] | None = None
+    ) -> None:
         """The broker answered a QoS 1 publish. Called with _lock held."""
         if seq is None:
             if reason.is_failure:
                 logger.warning("broker rejected a status/discovery message: %s", reason)
+            elif then is not None:
+                then()
             return
         self._inflight_seqs.discard(seq)
         if reason.is_failure:
@@ -602,7 +643,7 @@ class Publisher:
                 if client is not self._client:
                     return
                 if mid in self._by_mid:
-                    self._settle(self._by_mid.pop(mid), reason)
+                    self._settle(self._by_mid.pop(mid), reason, self._then.pop(mid, None))
                 else:
                     self._early[mid] = reason
         except Exception:
@@ -618,9 +659,19 @@ class Publisher:
     # ------------------------------------------------------------------ payloads
     def _status_payload(self, state: str, *, since: float | None = None) -> bytes:
         body = {
+            "schema": STATUS_SCHEMA,
             "state": state,
             "version": self._version,
             "since": contract.utc_iso(int(since or time.time())),
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _will_payload(self) -> bytes:
+        body = {
+            "schema": STATUS_SCHEMA,
+            "state": "offline",
+            "version": self._version,
+            "since": None,
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -661,12 +712,44 @@ class Publisher:
     def _ha_status_topic(self) -> str:
         return f"{self._config.homeassistant.prefix}/status"
 
-    def _publish_discovery(self, client: mqtt.Client) -> None:
-        topic, body = homeassistant_discovery(
-            self._config, site=self._site, device=self._device, version=self._version
-        )
-        self._publish_tracked(client, topic, json.dumps(body).encode(), retain=True)
-        logger.info("published Home Assistant discovery on %s", topic)
+    def _discovery(self, client: mqtt.Client) -> None:
+        """Publish discovery (when enabled) and clear the one left under another topic or
+        from when discovery was on (the outbox remembers which topic holds ours)."""
+        left = self._outbox.note(_HA_NOTE)
+        topic: str | None = None
+        if self._config.homeassistant.enabled:
+            topic, body = homeassistant_discovery(
+                self._config, site=self._site, device=self._device, version=self._version
+            )
+        if left is not None and left != topic:
+            self._publish_tracked(
+                client, left, b"", retain=True, then=lambda: self._forget_discovery(left)
+            )
+            logger.info("cleared the retained Home Assistant discovery on %s", left)
+        if topic is not None:
+            # Remembered before it is sent: a discovery we may have left must be clearable.
+            if left != topic:
+                self._outbox.set_note(_HA_NOTE, topic)
+            self._publish_tracked(client, topic, json.dumps(body).encode(), retain=True)
+            logger.info("published Home Assistant discovery on %s", topic)
+
+    def _forget_discovery(self, topic: str) -> None:
+        # Runs on paho's thread once the broker acknowledged the empty retained message.
+        if self._outbox.note(_HA_NOTE) == topic:
+            self._outbox.set_note(_HA_NOTE, None)
+
+
+# Per-window counts are amounts over the window, not readings: HA's recorder sums a "total"
+# sensor each time its last_reset changes (every window has its own start), and force_update
+# makes HA record a window equal to the previous one instead of dropping it as no change.
+_WINDOW_TOTALS = {
+    "entries": ("Entries", "mdi:account-arrow-right"),
+    "exits": ("Exits", "mdi:account-arrow-left"),
+    "visitors": ("Visitors", "mdi:account-group"),
+}
+# Renders the text None for a window with no frames (occupancy null): HA's MQTT sensor makes
+# "None" unknown, while an empty string is ignored and would leave the last value on screen.
+OCCUPANCY_TEMPLATE = "{{ value_json.occupancy.last if value_json.occupancy is not none else None }}"
 
 
 def homeassistant_discovery(
@@ -675,27 +758,36 @@ def homeassistant_discovery(
     """Device-based discovery (Home Assistant >= 2024.11): one retained message for 4 sensors.
 
     The sensors read the counts topic; availability follows the status topic's ``state``.
+    Entries, exits and visitors are ``state_class: total`` with ``last_reset`` on the window's
+    start and ``force_update``, so HA's long-term statistics add up every window; occupancy is
+    a ``measurement`` (people inside at the window's last frame), unknown when nothing was seen.
     """
     node = "_".join([config.prefix.replace("/", "_"), site, device])
     counts = contract.topic(config.prefix, site, device, "counts")
     status = contract.topic(config.prefix, site, device, "status")
-    sensors = {
-        "entries": ("Entries", "{{ value_json.entries }}", "mdi:account-arrow-right"),
-        "exits": ("Exits", "{{ value_json.exits }}", "mdi:account-arrow-left"),
-        "visitors": ("Visitors", "{{ value_json.visitors }}", "mdi:account-group"),
-        "occupancy": ("Occupancy", "{{ value_json.occupancy.last }}", "mdi:account-multiple"),
-    }
-    components = {
+    components: dict[str, dict[str, Any]] = {
         f"{node}_{key}": {
             "platform": "sensor",
             "name": name,
             "unique_id": f"{node}_{key}",
-            "value_template": template,
-            "state_class": "measurement",
+            "value_template": f"{{{{ value_json.{key} }}}}",
+            "state_class": "total",
+            "last_reset_value_template": "{{ value_json.start }}",
+            "force_update": True,
             "unit_of_measurement": "people",
             "icon": icon,
         }
-        for key, (name, template, icon) in sensors.items()
+        for key, (name, icon) in _WINDOW_TOTALS.items()
+    }
+    components[f"{node}_occupancy"] = {
+        "platform": "sensor",
+        "name": "Occupancy",
+        "unique_id": f"{node}_occupancy",
+        "value_template": OCCUPANCY_TEMPLATE,
+        "state_class": "measurement",
+        "force_update": True,
+        "unit_of_measurement": "people",
+        "icon": "mdi:account-multiple",
     }
     body: dict[str, Any] = {
         "device": {

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -65,13 +65,18 @@ class LoopStats:
     people_ms_ewma: float = 0.0
     people_failed: int = 0
 
-    def as_health(self) -> dict[str, float | int | None]:
-        """The loop's figures under the health schema's names (None before the first frame)."""
+    def as_health(self) -> dict[str, Any]:
+        """The loop's figures under the health schema's names (None before the first frame).
+
+        ``frames`` stays the integer version-1 consumers read; ``frames_since_start`` has the
+        shape of a counts window's ``frames`` object, so one parser reads both topics.
+        """
         started = self.frames > 0
         return {
             "fps": round(self.fps_ewma, 2) if started else None,
             "detector_latency_ms": round(self.detect_ms_ewma, 2) if started else None,
             "frames": self.frames,
+            "frames_since_start": {"processed": self.frames, "dropped": self.dropped},
             "dropped_frames": self.dropped,
             "failed_frames": self.failed_frames,
         }

@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import contract
 from firmware.config.settings import HomeAssistantConfig, MqttConfig
-from firmware.mqtt.publish import Publisher
+from firmware.mqtt.publish import OCCUPANCY_TEMPLATE, Publisher
 from firmware.mqtt.subscribe.ledger import WindowLedger
 from firmware.outbox import Outbox
 from tests.support.mosquitto import Broker, make_broker
@@ -228,7 +228,11 @@ def test_windows_added_later_are_sent_promptly(mosquitto: Broker, outbox: Outbox
 
 
 def test_last_will_on_abrupt_death(mosquitto: Broker, tmp_path: Path) -> None:
-    """SIGKILL of the publishing process: the broker publishes the retained offline Last Will."""
+    """SIGKILL of the publishing process: the broker publishes the retained offline Last Will.
+
+    Issue 12, item 25: the will's ``since`` was the connect time, so 'offline since' showed when
+    the device came up; it is null now (the moment is the message's arrival), and the status
+    payloads name their schema."""
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
@@ -250,13 +254,20 @@ def test_last_will_on_abrupt_death(mosquitto: Broker, tmp_path: Path) -> None:
         status_topic = contract.topic("anoncam", SITE, DEVICE, "status")
         rec = Recorder(mosquitto, [status_topic])
         assert rec.wait(lambda r: len(r.on("status")) == 1, 5)
-        assert rec.on("status")[0].json()["state"] == "online"
+        online = rec.on("status")[0].json()
+        assert (online["state"], online["schema"]) == ("online", "anoncam/status/1")
+        assert isinstance(online["since"], str)
         child.send_signal(signal.SIGKILL)
         child.wait(5)
         assert rec.wait(lambda r: len(r.on("status")) == 2, 5), "no Last Will"
         will = rec.on("status")[1]
         check_payload(will)
-        assert will.json()["state"] == "offline"
+        assert will.json() == {
+            "schema": "anoncam/status/1",
+            "state": "offline",
+            "version": "0.1.0-child",
+            "since": None,
+        }
         rec.close()
         assert retained_status(mosquitto)["state"] == "offline"  # and it is retained
     finally:
@@ -356,7 +367,7 @@ def test_home_assistant_discovery(mosquitto: Broker, outbox: Outbox) -> None:
             "{{ value_json.entries }}",
             "{{ value_json.exits }}",
             "{{ value_json.visitors }}",
-            "{{ value_json.occupancy.last }}",
+            OCCUPANCY_TEMPLATE,
         ]
     )
     assert all(c["platform"] == "sensor" and c["unique_id"] for c in components.values())
@@ -383,3 +394,63 @@ def test_stop_reports_undelivered_windows(tmp_path: Path, outbox: Outbox) -> Non
     assert pub.stop(drain_timeout_s=0.5) is False
     assert time.monotonic() - t0 < 3
     assert [r.seq for r in outbox.pending()] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- issue 12
+def test_backlog_after_a_rename_goes_out_on_the_topic_of_its_ids(
+    mosquitto: Broker, outbox: Outbox
+) -> None:
+    """Issue 12, item 5: windows written as other/t1 before a rename went out on the new
+    device's topic, and the official subscriber rejected them (payload names other/t1, the
+    topic t1/t1). Each window now goes out on the topic of the ids it carries."""
+    fill(outbox, 2, site="other", device="t1")
+    fill(outbox, 1)
+    rec = Recorder(mosquitto, ["anoncam/+/+/counts"])
+    pub = publisher_for(mosquitto, outbox)
+    assert pub.start(wait_connected_s=5)
+    assert rec.wait(lambda r: len(r.on("counts")) == 3, 10)
+    assert pub.stop(5)
+    rec.close()
+    got = [(m.topic, m.json()["site"], m.json()["device"]) for m in rec.on("counts")]
+    assert got == [
+        ("anoncam/other/t1/counts", "other", "t1"),
+        ("anoncam/other/t1/counts", "other", "t1"),
+        (contract.topic("anoncam", SITE, DEVICE, "counts"), SITE, DEVICE),
+    ]
+
+
+def test_turning_discovery_off_removes_the_retained_discovery(
+    mosquitto: Broker, outbox: Outbox
+) -> None:
+    """Issue 12, item 25: with discovery turned off, the retained discovery stayed on the broker
+    and Home Assistant kept the sensors. The next start clears it (an empty retained message)."""
+    config_topic = f"homeassistant/device/anoncam_{SITE}_{DEVICE}/config"
+    on = publisher_for(mosquitto, outbox, homeassistant=HomeAssistantConfig(enabled=True))
+    rec = Recorder(mosquitto, [config_topic])
+    assert on.start(wait_connected_s=5)
+    assert rec.wait(lambda r: len(r.messages) == 1, 5)
+    assert on.stop(5)
+    off = publisher_for(mosquitto, outbox)
+    assert off.start(wait_connected_s=5)
+    assert rec.wait(lambda r: len(r.messages) == 2, 5), "discovery was not cleared"
+    assert rec.messages[1].payload == b""
+    wait_until(lambda: outbox.note("homeassistant_discovery_topic") is None, 5, "the note")
+    assert off.stop(5)
+    rec.close()
+    marker = "anoncam-test/marker"
+    late = Recorder(mosquitto, [config_topic, marker])  # a Home Assistant starting now
+    # Retained messages come right after SUBACK, before anything published later: the marker.
+    late.client.publish(marker, b"m", qos=1).wait_for_publish(5)
+    assert late.wait(lambda r: any(m.topic == marker for m in r.messages), 5)
+    assert [m.topic for m in late.messages] == [marker]
+    late.close()
+    # Nothing left to clear, nothing sent: a window delivered shows the session got past the
+    # point where discovery is handled (before the outbox is drained).
+    watch = Recorder(mosquitto, [config_topic, contract.topic("anoncam", SITE, DEVICE, "counts")])
+    again = publisher_for(mosquitto, outbox)
+    fill(outbox, 1)
+    assert again.start(wait_connected_s=5)
+    assert watch.wait(lambda r: bool(r.on("counts")), 5)
+    assert again.stop(5)
+    watch.close()
+    assert [m.topic for m in watch.messages if m.topic == config_topic] == []

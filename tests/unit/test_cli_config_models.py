@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from firmware.cli import main
-from firmware.config.settings import load
+from firmware.config.settings import Config, load
 
 
 def test_config_example_is_valid_and_check_accepts_it(
@@ -56,3 +59,34 @@ def test_models_verify_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["models", "verify", str(copy)]) == 2
     err = capsys.readouterr().err
     assert str(copy) in err and "models fetch" in err
+
+
+def _fields(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, field in model.model_fields.items():
+        nested = [
+            t
+            for t in (*getattr(field.annotation, "__args__", ()), field.annotation)
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if nested and name != "zones":  # zones are a list of tables: shown as [[counter.zones]]
+            yield from _fields(nested[0], (*path, name))
+        else:
+            yield (*path, name)
+
+
+def test_config_example_shows_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12, item 25: 'anoncam config example' omitted [mqtt.homeassistant], keepalive_s,
+    health_interval_s and source.duration_s (and a few more), so installers never learnt of
+    them. Every config field must appear in its section, set or as a commented line."""
+    assert main(["config", "example"]) == 0
+    shown: set[tuple[str, ...]] = set()
+    section: tuple[str, ...] = ()
+    for line in capsys.readouterr().out.splitlines():
+        if m := re.match(r"^#?\s*\[\[([a-z_.]+)\]\]", line):
+            shown.add(tuple(m.group(1).split(".")))
+        elif m := re.match(r"^\[([a-z_.]+)\]", line):
+            section = tuple(m.group(1).split("."))
+        elif m := re.match(r"^#?\s*([a-z_]+)\s*=", line):
+            shown.add((*section, m.group(1)))
+    missing = sorted(".".join(f) for f in _fields(Config) if f not in shown)
+    assert missing == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ import pytest
 
 from firmware.contract import find_forbidden, utc_iso, validate
 from firmware.errors import StorageError
-from firmware.outbox import Outbox
+from firmware.outbox import STREAM_PATTERN, Outbox
 
 T0 = 1_795_453_200  # 2026-11-23T17:00:00Z
 
@@ -352,7 +354,7 @@ def test_concurrent_writer_and_publisher(db: Path) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from firmware.outbox import Outbox
+from firmware.outbox import STREAM_PATTERN, Outbox
 from firmware.contract import utc_iso
 
 ob = Outbox(Path(sys.argv[1]))
@@ -402,3 +404,166 @@ def test_bad_bounds_are_rejected(db: Path) -> None:
         Outbox(db, max_rows=1)
     with pytest.raises(ValueError, match="min_free_mb"):
         Outbox(db, min_free_mb=-1)
+
+
+# --------------------------------------------------------------------------- issue 12
+def _meta(db: Path, sql: str, *args: Any) -> None:
+    """Edit the outbox file behind anoncam's back, as a restored backup or a hand edit would."""
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(sql, args)
+    conn.close()
+
+
+def test_stream_survives_reopen_and_changes_with_a_new_outbox(db: Path) -> None:
+    """Issue 12, item 2: a new outbox restarts seq at 1, so subscribers dropped its windows as
+    duplicates of the old outbox's. Each outbox now has a random stream id, kept with it."""
+    with Outbox(db) as ob:
+        first = ob.stream
+        assert re.fullmatch(STREAM_PATTERN, first)
+        ob.add_window(builder())
+    with Outbox(db) as ob:
+        assert ob.stream == first
+        assert ob.stats().stream == first
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{db}{suffix}")
+    with Outbox(db) as ob:  # a card swap, a corrupt outbox moved aside
+        assert ob.stream != first
+        assert ob.add_window(builder()) == 1
+
+
+@pytest.mark.parametrize("stored", [20, 1])
+def test_next_seq_behind_the_rows_never_reuses_a_seq(db: Path, stored: int) -> None:
+    """Issue 12, item 3: with a row seq 21 and next_seq 20, seq 21 went out twice with different
+    content, and the next insert failed on UNIQUE (every later window lost)."""
+    with Outbox(db) as ob:
+        for _ in range(21):
+            ob.add_window(builder())
+        stream = ob.stream
+    _meta(db, "UPDATE meta SET value = ? WHERE key = 'next_seq'", stored)
+    with Outbox(db) as ob:
+        assert ob.add_window(builder()) == 22
+        assert ob.add_window(builder()) == 23
+        assert ob.stream == stream  # the seqs skipped were used: the same stream continues
+        assert [s for s, _ in rows(ob)] == list(range(1, 24))
+
+
+def test_next_seq_behind_what_was_sent_never_reuses_a_seq(db: Path) -> None:
+    """Issue 12, item 3: rows already acked are gone from the table, so max(seq) alone would
+    hand seq 5 out again; the highest seq the broker acknowledged is kept for this."""
+    with Outbox(db) as ob:
+        for _ in range(5):
+            ob.add_window(builder())
+        ob.ack_many(r.seq for r in ob.pending())
+    _meta(db, "UPDATE meta SET value = 2 WHERE key = 'next_seq'")
+    with Outbox(db) as ob:
+        assert ob.add_window(builder()) == 6
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "DELETE FROM meta WHERE key = 'next_seq'",
+        f"UPDATE meta SET value = {2**63 - 1} WHERE key = 'next_seq'",
+        "UPDATE meta SET value = 'many' WHERE key = 'next_seq'",
+        "UPDATE meta SET value = -4 WHERE key = 'next_seq'",
+    ],
+)
+def test_missing_or_absurd_next_seq_starts_a_new_stream_after_every_known_seq(
+    db: Path, edit: str
+) -> None:
+    """Issue 12, item 3: a missing next_seq restarted at 1 while rows remained; 2**63-1 was an
+    OverflowError. Now the counter continues after every seq stored or sent, in a new stream
+    (whatever was issued before cannot be confused with what comes next), and no window is lost."""
+    with Outbox(db) as ob:
+        for _ in range(4):
+            ob.add_window(builder())
+        ob.ack_many([1, 2])
+        stream = ob.stream
+    _meta(db, edit)
+    with Outbox(db) as ob:
+        assert ob.add_window(builder()) == 5
+        assert ob.stream != stream
+        assert ob.stats().next_seq == 6
+        assert [s for s, _ in rows(ob)] == [3, 4, 5]
+
+
+def test_an_outbox_without_a_stream_gets_one_and_keeps_its_seq(db: Path) -> None:
+    """An outbox written before streams existed: the seq counter is trusted (it was kept), a
+    stream is added."""
+    with Outbox(db) as ob:
+        for _ in range(3):
+            ob.add_window(builder())
+    _meta(db, "DROP TABLE notes")
+    with Outbox(db) as ob:
+        assert re.fullmatch(STREAM_PATTERN, ob.stream)
+        assert ob.add_window(builder()) == 4
+
+
+def test_a_new_identity_gets_a_new_stream_and_merges_stay_within_one(db: Path) -> None:
+    """Issue 12, item 5: after a site/device rename the new device's windows must not continue
+    the old device's; and merging (outbox over its bounds) must never fold old-id windows into
+    a new-id row, which would publish the old device's counts under the new ids."""
+    with Outbox(db, max_rows=4) as ob:
+        old = ob.bind("store-042", "door-1")
+        assert ob.bind("store-042", "door-1") == old
+        for _ in range(2):
+            ob.add_window(lambda seq: {**window(seq), "stream": ob.stream})
+    with Outbox(db, max_rows=4) as ob:
+        assert ob.stream == old
+        new = ob.bind("store-042", "door-9")
+        assert new != old and ob.stream == new
+        for _ in range(5):
+            ob.add_window(lambda seq: {**window(seq), "device": "door-9", "stream": ob.stream})
+        got = rows(ob)
+    by_device = {(p["device"], p["stream"]) for _, p in got}
+    assert by_device == {("door-1", old), ("door-9", new)}
+    olds = [p for _, p in got if p["device"] == "door-1"]
+    assert sum(p.get("merged", 1) for p in olds) == 2  # only ever merged among themselves
+    assert sum(p.get("merged", 1) for _, p in got) == 7
+
+
+def test_io_error_on_a_full_disk_says_full_not_failing(tmp_path: Path) -> None:
+    """Issue 12, item 6 (start-up): on a full filesystem SQLite reports the WAL/-shm files it
+    cannot create as 'disk I/O error', and the outbox said the card may be failing. A real 512 kB
+    tmpfs, filled to the last byte."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    with small_filesystem(tmp_path / "fs", "512k") as where:
+        path = where / "state" / "outbox.sqlite3"
+        with Outbox(path, min_free_mb=0) as ob:
+            ob.add_window(builder())
+        fill(where)
+        with pytest.raises(StorageError, match="disk full") as info:
+            Outbox(path, min_free_mb=0)
+        assert "failing" not in info.value.message
+        assert f"df -h {path.parent}" in info.value.hint
+        os.remove(where / "fill")
+        with Outbox(path, min_free_mb=0) as ob:
+            assert [s for s, _ in rows(ob)] == [1]  # nothing lost
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``where`` (root only), unmounted afterwards."""
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def fill(where: Path) -> None:
+    """Write a file until the filesystem is full."""
+    fd = os.open(where / "fill", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0")
+    finally:
+        os.close(fd)
