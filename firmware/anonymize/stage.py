@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from firmware.anonymize.cover import Anonymizer, Mode, Shape
 from firmware.anonymize.hold import MaskHold
-from firmware.detect.base import FaceDetector
+from firmware.detect.base import FaceDetector, detect_on_frame
 from firmware.frames import Detections, Frame, Image
 
 if TYPE_CHECKING:
@@ -65,12 +65,7 @@ class AnonymizingStage:
 
     def detect(self, frame: Frame) -> Detections:
         """Run the detector on the detection image and map boxes to the main image."""
-        if frame.lores is None:
-            return self.detector(frame.image)
-        dets = self.detector(frame.lores)
-        sx = frame.width / frame.lores.shape[1]
-        sy = frame.height / frame.lores.shape[0]
-        return dets.scaled(sx, sy).clipped(frame.width, frame.height)
+        return detect_on_frame(self.detector, frame)
 
     def process(
         self,

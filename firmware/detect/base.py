@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from firmware.frames import Detections, Image
+from firmware.frames import Detections, Frame, Image
 
 
 @runtime_checkable
@@ -29,3 +30,14 @@ class PersonDetector(Protocol):
     """
 
     def __call__(self, image: Image) -> Detections: ...
+
+
+def detect_on_frame(detector: Callable[[Image], Detections], frame: Frame) -> Detections:
+    """Run ``detector`` on the frame's detection image (its low-resolution stream when it has
+    one, the Pi's cheap way to detect) and map the boxes to the main image's pixels."""
+    if frame.lores is None:
+        return detector(frame.image)
+    dets = detector(frame.lores)
+    sx = frame.width / frame.lores.shape[1]
+    sy = frame.height / frame.lores.shape[0]
+    return dets.scaled(sx, sy).clipped(frame.width, frame.height)

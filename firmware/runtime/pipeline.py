@@ -28,7 +28,7 @@ from firmware.anonymize.backfill import Lookahead
 from firmware.anonymize.heads import head_boxes
 from firmware.anonymize.stage import Anonymized, AnonymizingStage
 from firmware.count import FrameCounts
-from firmware.detect.base import PersonDetector
+from firmware.detect.base import PersonDetector, detect_on_frame
 from firmware.errors import StorageError
 from firmware.frames import Detections, Frame
 from firmware.sources.base import FrameSource
@@ -131,12 +131,7 @@ class PeopleStage:
 
     def detect(self, frame: Frame) -> Detections:
         """People in ``frame.image`` pixels (detected on the low-resolution stream if any)."""
-        if frame.lores is None:
-            return self.detector(frame.image)
-        dets = self.detector(frame.lores)
-        sx = frame.width / frame.lores.shape[1]
-        sy = frame.height / frame.lores.shape[0]
-        return dets.scaled(sx, sy).clipped(frame.width, frame.height)
+        return detect_on_frame(self.detector, frame)
 
     def step(
         self, frame: Frame, stats: LoopStats
