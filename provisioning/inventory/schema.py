@@ -200,6 +200,10 @@ class Inventory(_Strict):
 
 def ssh_key_problem(key: str) -> str | None:
     """Why ``key`` is not an OpenSSH public key line, or None if it looks like one."""
+    if any(c in key for c in "\r\n"):
+        # authorized_keys is line-based: a second line would be a key of its own, with options
+        # such as command="..." that nothing here has checked.
+        return "a key is one line: this one holds a line break (put each key in its own entry)"
     parts = key.strip().split()
     if len(parts) < 2:
         return "expected 'TYPE BASE64 [comment]', as in ~/.ssh/id_ed25519.pub"
