@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from firmware.anonymize.stage import build_stage
-from firmware.config.settings import CounterConfig, TrackerConfig
+from firmware.anonymize.stage import stage_from_settings
+from firmware.config.settings import (
+    AnonymizerConfig,
+    CounterConfig,
+    DetectorConfig,
+    TrackerConfig,
+)
 from firmware.count import LineCounter
 from firmware.outbox import Outbox
 from firmware.runtime.pipeline import LoopStats, WallClock, run
@@ -38,7 +43,7 @@ def test_storage_failure_mid_run_keeps_counting(tmp_path: Path) -> None:
 
     stats = run(
         scene,
-        build_stage(),
+        stage_from_settings(DetectorConfig(), AnonymizerConfig(), deadline=False),
         Tracker(TrackerConfig()),
         LineCounter(CounterConfig(), 320, 240),
         aggregator,
