@@ -369,6 +369,9 @@ def read_toml(
         raise ConfigError(
             f"{p}: cannot read the {what}: {exc}", hint="check the file's permissions and encoding"
         ) from None
+    # Windows editors (Notepad) save UTF-8 with a byte-order mark, which TOML does not allow;
+    # it carries no meaning, so it is dropped rather than refused.
+    text = text.removeprefix("\ufeff")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -60,6 +60,11 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     if not inputs:
         raise UsageError("no input given", hint="anoncam blur INPUT... -o OUTPUT")
     for p in inputs:
+        if p.is_dir():
+            raise InputError(
+                f"{p}: is a folder; anoncam blur takes files",
+                hint=f"pass the files inside it, e.g. {p}/*.jpg {p}/*.mp4",
+            )
         if not p.is_file():
             raise InputError(f"{p}: no such file", hint="check the path")
         kind_of(p)

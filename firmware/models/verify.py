@@ -57,6 +57,11 @@ def verify(
     """
     s = spec(name)
     p = Path(path) if path is not None else default_model_path(name)
+    if p.is_dir():
+        raise ModelError(
+            f"{p}: is a folder, not a model file",
+            hint=f"pass the ONNX file itself, e.g. --model {p / s.file}",
+        )
     if not p.is_file():
         raise ModelError(
             f"{p}: model file not found",

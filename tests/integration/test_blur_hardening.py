@@ -54,3 +54,20 @@ def test_blur_flags_get_the_config_bounds(
     err = capsys.readouterr().err
     assert code == 2 and flag in err, err
     assert not out.exists()
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 12 item 17): a folder as INPUT said `no such file` and a folder as
+    `--model` said `model file not found`, both wrong and no help; each now says it is a
+    folder and what to pass instead (exit 2)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert main(["blur", str(photos), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{photos}: is a folder" in err and f"{photos}/*.jpg" in err, err
+    code = main(
+        ["blur", str(DATA / "astronaut.png"), "-o", str(tmp_path / "a.png"), "--model", str(photos)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"{photos}: is a folder" in err and ".onnx" in err, err
+    assert not (tmp_path / "a.png").exists()

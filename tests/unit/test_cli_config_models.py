@@ -90,3 +90,14 @@ def test_config_example_shows_every_key(capsys: pytest.CaptureFixture[str]) -> N
             shown.add((*section, m.group(1)))
     missing = sorted(".".join(f) for f in _fields(Config) if f not in shown)
     assert missing == []
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 12 item 17): a config saved by Notepad as 'UTF-8 with BOM' failed with
+    `Invalid statement (at line 1, column 1)` and no hint; the mark carries no meaning, so the
+    one TOML reader (config, inventory, run) drops it."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'site = "store-042"\n[mqtt]\nport = 8883\n')
+    assert main(["config", "check", str(path)]) == 0, capsys.readouterr().err
+    cfg = load(path)
+    assert (cfg.site, cfg.mqtt.port) == ("store-042", 8883)
