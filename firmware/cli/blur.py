@@ -152,12 +152,11 @@ def _problem(error: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from firmware.anonymize.stage import stage_from_settings
     from firmware.errors import AnoncamError
-    from firmware.jobs.blur import blur_file, plan
+    from firmware.jobs.blur import blur_file, plan, prepare_output
 
     detector, anonymizer = settings(args)
     pairs = plan(args.inputs, args.output)
-    if len(pairs) > 1 or args.output.suffix == "":
-        args.output.mkdir(parents=True, exist_ok=True)
+    prepare_output(args.output, pairs)
     # A file job waits for a slow frame rather than masking it whole: nothing is live here.
     stage = stage_from_settings(detector, anonymizer, deadline=False)
     worst = 0

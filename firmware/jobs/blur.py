@@ -8,6 +8,7 @@ atomically: a failed input leaves no file behind.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,36 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
                 f"{dst}: output would overwrite the input", hint="choose another output directory"
             )
     return pairs
+
+
+def prepare_output(output: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Create the output folder when ``output`` names one, and prove every output folder can
+    take a file, before any input is decoded: a typo or a read-only card is found in a second,
+    not after minutes of work. UsageError (exit 2) naming the folder."""
+    if len(pairs) > 1 or output.suffix == "":
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"{output}: cannot create the output folder ({exc.strerror})",
+                hint="choose an output folder on a writable disk",
+            ) from None
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        if not folder.is_dir():
+            raise UsageError(
+                f"{folder}: the output folder does not exist",
+                hint=f"create it first (mkdir -p {folder}) or choose another output path",
+            )
+        try:
+            # a real file, not os.access: root passes access() on an immutable folder
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".anoncam-probe-"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"{folder}: cannot write to the output folder ({exc.strerror})",
+                hint="choose a writable folder (check its permissions, and that the disk is not "
+                "mounted read-only)",
+            ) from None
 
 
 def blur_image(stage: AnonymizingStage, src: Path, dst: Path) -> BlurResult:

@@ -8,6 +8,7 @@ copied from anywhere unless an audio stream is explicitly handed over (``--keep-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -205,7 +206,10 @@ class VideoWriter:
             except (av.FFmpegError, OSError) as exc:  # a broken muxer may fail to close
                 logger.debug("closing aborted output: %s", exc)
         self._closed = True
-        self.tmp.unlink(missing_ok=True)
+        # A read-only folder refuses even unlinking a file that is not there (EROFS): that
+        # must not replace the error that brought us here.
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self

@@ -10,6 +10,7 @@ import pytest
 from firmware.cli import main
 from firmware.sources.synthetic.scene import SyntheticScene, write_video
 from tests.support.faces import DATA
+from tests.unit.test_outbox import read_only
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +72,34 @@ def test_a_folder_is_named_as_a_folder(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert code == 2 and f"{photos}: is a folder" in err and ".onnx" in err, err
     assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_an_unwritable_output_folder_is_refused_before_work(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Regression (issue 12 item 13): a read-only output folder gave an OSError traceback from
+    cleanup (video: exit 1 after decoding); now the folder is probed before any input is
+    decoded: exit 2 naming it, nothing left behind."""
+    src = clip if kind == "video" else DATA / "astronaut.png"
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with read_only(folder):
+        code = main(["blur", str(src), "-o", str(folder / f"anon{src.suffix}")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{folder}: cannot write" in err and "Traceback" not in err, err
+    assert list(folder.iterdir()) == []
+
+
+def test_a_missing_output_folder_is_found_before_work(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue 12 item 13): `-o missing/out.mp4` was found only when the writer opened,
+    after decoding had started, and exited 1 with a disk-space hint; now exit 2, naming the
+    folder and `mkdir -p`, before any work."""
+    folder = tmp_path / "missing"
+    code = main(["blur", str(clip), "-o", str(folder / "out.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{folder}: the output folder does not exist" in err, err
+    assert "mkdir -p" in err and not folder.exists()
