@@ -42,6 +42,10 @@ def _parse_duration_tag(text: str | None) -> float | None:
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
 
 
+def _read_so_far(frames: int) -> str:
+    return f"frames 0..{frames - 1} were read" if frames else "no frame could be read"
+
+
 class VideoFileSource(SourceBase):
     """Frames of the first video stream of ``path``.
 
@@ -154,7 +158,7 @@ class VideoFileSource(SourceBase):
                     raise InputError(
                         f"{self.path}: the video breaks at frame {index} ({error_text(exc)}); "
                         "the file is truncated or corrupt",
-                        hint=f"frames 0..{index - 1} were read; re-copy or re-encode the file",
+                        hint=f"{_read_so_far(index)}; re-copy or re-encode the file",
                     ) from None
                 if frame.pts is not None:
                     if first_pts is None:
@@ -184,10 +188,18 @@ class VideoFileSource(SourceBase):
                 raise InputError(
                     f"{self.path}: the video breaks at frame {frames}: its index lists "
                     f"{self._indexed_frames} frames; the file is truncated",
-                    hint=f"frames 0..{frames - 1} were read; re-copy or re-encode the file",
+                    hint=f"{_read_so_far(frames)}; re-copy or re-encode the file",
                 )
             return
-        if not self._expected_s or frames == 0:
+        if frames == 0:
+            # A Matroska file cut inside its first cluster ends without a decoding error and
+            # without a frame; left to the writer it became "no frames to write" about the output.
+            raise InputError(
+                f"{self.path}: no frame could be decoded; the file is truncated, damaged "
+                "or has an empty video track",
+                hint="re-copy or re-encode the file",
+            )
+        if not self._expected_s:
             return
         got_s = last_ns / _NS + 1.0 / float(self._rate)
         slack = max(_TRUNCATION_SLACK_S, self._expected_s * _TRUNCATION_SLACK_FRACTION)
@@ -195,7 +207,7 @@ class VideoFileSource(SourceBase):
             raise InputError(
                 f"{self.path}: the video breaks at frame {frames} ({got_s:.1f} s of the "
                 f"{self._expected_s:.1f} s its header states); the file is truncated",
-                hint=f"frames 0..{frames - 1} were read; re-copy or re-encode the file",
+                hint=f"{_read_so_far(frames)}; re-copy or re-encode the file",
             )
 
     def close(self) -> None:

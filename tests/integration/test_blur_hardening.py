@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import pytest
 
 from firmware.cli import main
@@ -103,3 +104,43 @@ def test_a_missing_output_folder_is_found_before_work(
     err = capsys.readouterr().err
     assert code == 2 and f"{folder}: the output folder does not exist" in err, err
     assert "mkdir -p" in err and not folder.exists()
+
+
+def _fast_start(src: Path, dst: Path) -> None:
+    """Remux ``src`` with its index (moov) in front, as phones and web exports write MP4."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+@pytest.mark.parametrize("container", ["mkv", "faststart.mp4"])
+def test_a_cut_video_names_the_input_and_says_what_happened(
+    tmp_path: Path, container: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue 12 item 18): a Matroska file cut in half decoded to no frames without
+    an error, and the writer then blamed the *output* ('out.mkv: no frames to write', exit 1); a
+    cut fast-start MP4 said 'frames 0..-1 were read'. Both now name the input, say that no
+    frame could be read, and exit 2."""
+    scene = SyntheticScene(320, 240, fps=10, duration_s=2, seed=3, mean_gap_s=0.2)
+    whole = tmp_path / "whole.mkv"
+    write_video(scene, whole)
+    if container != "mkv":
+        plain = tmp_path / "plain.mp4"
+        write_video(scene, plain)
+        whole = tmp_path / "whole.mp4"
+        _fast_start(plain, whole)
+        assert b"moov" in whole.read_bytes()[:64]  # the index really is in front
+    src = tmp_path / f"cut{whole.suffix}"
+    data = whole.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out" / f"anon{src.suffix}"
+    out.parent.mkdir()
+    code = main(["blur", str(src), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{src}:" in err and str(out) not in err, err
+    assert "no frame could be" in err and "0..-1" not in err, err
+    assert list(out.parent.iterdir()) == []
