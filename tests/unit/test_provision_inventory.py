@@ -180,8 +180,6 @@ def test_device_lookup(tmp_path: Path) -> None:
 
 def test_toml_writer_round_trips_what_configs_hold() -> None:
     """Zones (arrays of tables), quotes, unicode, floats and nested tables survive tomllib."""
-    from provisioning import tomlwrite
-
     data = {
         "site": 'a "quoted"\\ name\n',
         "n": 3,
@@ -195,11 +193,20 @@ def test_toml_writer_round_trips_what_configs_hold() -> None:
         },
         "mqtt": {"tls": {"ca_file": "/etc/anoncam/tls/ca.crt"}, "prefix": "ä/b"},
     }
-    text = tomlwrite.dumps(data, header="two\nlines")
+    text = device_config.to_toml(data, header="two\nlines")
     back = tomllib.loads(text)
     expected = {k: v for k, v in data.items() if v is not None}
     assert back == expected
     assert text.startswith("# two\n# lines\n")
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x00", "\x1b", "\x9f", "\u2028"])
+def test_toml_writer_escapes_every_control_character(char: str) -> None:
+    """Regression (issue 8 item 6): the hand-written writer put a raw DEL into the file, which
+    tomllib then refused (a TOMLDecodeError instead of a clear error); tomli-w escapes it."""
+    value = f"x{char}y"
+    text = device_config.to_toml({"a": value})
+    assert tomllib.loads(text) == {"a": value}
 
 
 def test_a_line_break_in_an_ssh_key_is_refused(tmp_path: Path) -> None:
