@@ -19,7 +19,7 @@ import av
 from firmware.anonymize.backfill import Lookahead, delay_frames
 from firmware.anonymize.stage import AnonymizingStage
 from firmware.errors import InputError, UsageError
-from firmware.media.image import IMAGE_SUFFIXES
+from firmware.media.image import IMAGE_SUFFIXES, check_size
 from firmware.media.video_writer import VIDEO_SUFFIXES, VideoWriter
 from firmware.media.workers import WriteBehind, read_ahead
 
@@ -164,6 +164,7 @@ def blur_video(
     stage.hold.reset()
     faces = failed = 0
     with VideoFileSource(src) as source:
+        check_size(src, *source.size)  # the probe decoded one frame; refuse before the rest
         total = source.frame_count
         audio = _audio_template(src) if keep_audio else None
         try:

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from firmware.cli import main
@@ -144,3 +149,71 @@ def test_a_cut_video_names_the_input_and_says_what_happened(
     assert f"{src}:" in err and str(out) not in err, err
     assert "no frame could be" in err and "0..-1" not in err, err
     assert list(out.parent.iterdir()) == []
+
+
+def _constant_png(path: Path, width: int, height: int) -> None:
+    """A real PNG of one grey, written row by row through zlib: a huge picture that is small
+    on disk, made without ever holding its pixels (what an attacker would upload)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    squeeze = zlib.compressobj(9)
+    row = b"\x00" + b"\x5a" * (3 * width)  # filter byte 0, then RGB
+    idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_huge_image_is_refused_from_its_header(tmp_path: Path) -> None:
+    """Regression (issue 12 item 7): a 12000x9000 picture (a few hundred KB on disk) took
+    21 GB and minutes in `anoncam blur`, exit 0; a Pi would be killed. Its size is now read
+    from the header and refused (exit 2, naming the file and the limit) before any decoding:
+    the whole run stays below the 324 MB one decoded copy of its pixels would take."""
+    src = tmp_path / "huge.png"
+    _constant_png(src, 12000, 9000)
+    assert src.stat().st_size < 1_000_000
+    out = tmp_path / "anon.png"
+    # The child reports its own peak resident size as it exits: VmHWM, which starts afresh at
+    # exec (ru_maxrss would carry over this test process's size through the fork).
+    report = (
+        "import sys\n"
+        "from firmware.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+        "print(status.split()[0])\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", report, "blur", str(src), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{src}: 12000x9000" in proc.stderr and "25 megapixels" in proc.stderr, proc.stderr
+    assert not out.exists()
+    peak_kb = int(proc.stdout.split()[-1])
+    assert peak_kb < 12000 * 9000 * 3 // 1024, f"peak {peak_kb} KB"
+
+
+def test_the_header_reader_agrees_with_the_decoder(tmp_path: Path) -> None:
+    """The size the limit is checked on is the size FFmpeg decodes: every bundled photo (JPEG
+    and PNG), our own JPEG and PNG encoder's output at odd sizes."""
+    from firmware.media.header import image_size
+    from firmware.media.image import encode_image, read_image
+
+    paths = sorted(DATA.glob("*.jpg")) + sorted(DATA.glob("*.png"))
+    for suffix in (".jpg", ".png"):
+        p = tmp_path / f"odd{suffix}"
+        p.write_bytes(encode_image(np.zeros((37, 53, 3), np.uint8), suffix))
+        paths.append(p)
+    assert len(paths) > 10
+    for p in paths:
+        with av.open(str(p)) as c:
+            stream = c.streams.video[0]
+            assert image_size(p) == (stream.width, stream.height), p
+    assert read_image(tmp_path / "odd.jpg").shape == (37, 53, 3)
