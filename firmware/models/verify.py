@@ -24,6 +24,13 @@ class VerifiedModel:
     sha256: str
     size: int
 
+    @property
+    def derived(self) -> bool:
+        """Not the manifest's file (the int8 model, or any file with its own sidecar hash): its
+        hash proves only that nobody changed it since the sidecar was written, not what it
+        does, so the detector makes it prove itself on real faces before use."""
+        return self.sha256 != self.spec.sha256
+
 
 def sidecar_path(model: Path) -> Path:
     return model.with_name(model.name + ".sha256")

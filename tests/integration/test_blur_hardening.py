@@ -217,3 +217,53 @@ def test_the_header_reader_agrees_with_the_decoder(tmp_path: Path) -> None:
             stream = c.streams.video[0]
             assert image_size(p) == (stream.width, stream.height), p
     assert read_image(tmp_path / "odd.jpg").shape == (37, 53, 3)
+
+
+def _null_model(path: Path) -> None:
+    """A real ONNX file with CenterFace's input and four outputs (at 1/4 size) that finds
+    nothing: zero-weight convolutions. What a wrong or tampered 'derived' model looks like."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from firmware.models.manifest import spec
+
+    s = spec("centerface")
+    nodes, weights, outputs = [], [], []
+    for name, channels in zip(s.outputs, (1, 2, 2, 10), strict=True):
+        w = helper.make_tensor(
+            f"w{name}", TensorProto.FLOAT, [channels, 3, 4, 4], [0.0] * 48 * channels
+        )
+        weights.append(w)
+        nodes.append(helper.make_node("Conv", [s.input, f"w{name}"], [name], strides=[4, 4]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes,
+        "null",
+        [helper.make_tensor_value_info(s.input, TensorProto.FLOAT, [1, 3, "h", "w"])],
+        outputs,
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_a_derived_model_that_finds_no_face_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue 12 item 12): a four-output ONNX that detects nothing, next to a
+    self-written `.sha256` sidecar, skipped the manifest check and `blur` wrote the photo
+    unanonymized with exit 0. A derived model must now find the faces in the reference
+    portraits at load, or it is refused: exit 2, no output."""
+    from firmware.fsutil import sha256_file
+    from firmware.models.verify import write_sidecar_hash
+
+    model = tmp_path / "centerface-fast.onnx"
+    _null_model(model)
+    write_sidecar_hash(model, sha256_file(model))
+    out = tmp_path / "anon.png"
+    code = main(["blur", str(DATA / "astronaut.png"), "-o", str(out), "--model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{model}: refused" in err and "astronaut.png" in err, err
+    assert not out.exists()
