@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from firmware.cli import args as argtypes
@@ -16,7 +19,8 @@ if TYPE_CHECKING:
 HELP = """\
 Anonymize faces in images (JPEG, PNG) and videos (MP4, MKV, AVI, MOV).
 
-Each output keeps the input's resolution, frame count and frame rate. Metadata (EXIF, GPS,
+Each output keeps the input's resolution, frame count and frame times; a video's display
+rotation is applied, so it plays upright. Metadata (EXIF, GPS,
 container tags) is never copied; audio is dropped unless --keep-audio. A face the detector
 misses for a moment stays covered (--hold), and a frame whose detection fails is masked
 entirely. Outputs are written atomically: a failed input leaves no file.
@@ -149,7 +153,23 @@ def _problem(error: Any) -> str:
     return f"{_FLAGS.get(field, field)} {value!r}: {error['msg'].removeprefix('Value error, ')}"
 
 
+def _terminate(_signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM (systemd, kill, a CI timeout) unwinds like Ctrl-C: the writers' context managers
+    # delete their hidden partial files, where the default action left them on disk.
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from firmware.anonymize.stage import stage_from_settings
     from firmware.errors import AnoncamError
     from firmware.jobs.blur import blur_file, plan, prepare_output

@@ -12,12 +12,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import av
 
 from firmware.anonymize.backfill import Lookahead, delay_frames
-from firmware.anonymize.stage import AnonymizingStage
+from firmware.anonymize.stage import Anonymized, AnonymizingStage
 from firmware.errors import InputError, UsageError
 from firmware.media.image import IMAGE_SUFFIXES, check_size
 from firmware.media.video_writer import VIDEO_SUFFIXES, VideoWriter
@@ -150,6 +151,11 @@ def _audio_template(
     return container, container.streams.audio[0]
 
 
+def _write_timed(out: VideoWriter, result: Anonymized) -> None:
+    # each frame keeps its own time: a variable frame rate stays variable
+    out.write(result.image, result.t_ns)
+
+
 def blur_video(
     stage: AnonymizingStage,
     src: Path,
@@ -163,7 +169,9 @@ def blur_video(
     start = time.perf_counter()
     stage.hold.reset()
     faces = failed = 0
-    with VideoFileSource(src) as source:
+    # upright: a phone video's display rotation is applied to the pixels, so the detector sees
+    # faces the right way up and the output plays as the input did
+    with VideoFileSource(src, upright=True) as source:
         check_size(src, *source.size)  # the probe decoded one frame; refuse before the rest
         total = source.frame_count
         audio = _audio_template(src) if keep_audio else None
@@ -171,9 +179,13 @@ def blur_video(
             w, h = source.size
             with (
                 VideoWriter(
-                    dst, fps=source.rate, size=(w, h), audio_template=audio[1] if audio else None
+                    dst,
+                    fps=source.rate,
+                    size=(w, h),
+                    audio_template=audio[1] if audio else None,
+                    time_base=source.time_base,
                 ) as out,
-                WriteBehind(out.write) as encoder,
+                WriteBehind(partial(_write_timed, out)) as encoder,
             ):
                 # hold back as many frames as the mask hold lasts, to mask faces walking in
                 lookahead = Lookahead(stage.anonymizer, delay_frames(stage.hold.hold_s, source.fps))
@@ -181,13 +193,13 @@ def blur_video(
                 for done, frame in enumerate(read_ahead(source.frames()), start=1):
                     result = stage.process(frame)
                     for ready in lookahead.push(result):
-                        encoder.submit(ready.image)
+                        encoder.submit(ready)
                     faces += len(result.detections)
                     failed += int(result.failed)
                     if progress is not None:
                         progress(done, total)
                 for ready in lookahead.flush():
-                    encoder.submit(ready.image)
+                    encoder.submit(ready)
                 encoder.close()
                 if audio is not None:
                     for packet in audio[0].demux(audio[1]):

@@ -83,6 +83,7 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "veryfast",
         audio_template: Any | None = None,
+        time_base: Fraction | None = None,
     ) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
@@ -101,7 +102,11 @@ class VideoWriter:
         self._pad = (h % 2, w % 2) if pix_fmt == "yuv420p" else (0, 0)
         self.frames_written = 0
         self._last_pts = -1
-        self._time_base = Fraction(1) / self.rate
+        # A finer time base (the input's) keeps a variable frame rate's timestamps; the
+        # default 1/fps puts every frame on a constant grid. MPEG-4 Part 2 allows at most
+        # 65535 ticks a second, so it keeps the grid.
+        fine = time_base is not None and (self.codec != "mpeg4" or time_base.denominator < 65536)
+        self._time_base = time_base if fine and time_base is not None else Fraction(1) / self.rate
         self._closed = False
         try:
             self._container: Any = av.open(str(self.tmp), mode="w")

@@ -53,12 +53,14 @@ class VideoFileSource(SourceBase):
     rate as a Fraction, e.g. 30000/1001), ``time_base``, ``frame_count`` (exact when the
     container indexes frames, an estimate from the duration otherwise, 0 if unknown),
     ``codec_name``, ``has_audio``. ``frames()`` may be called again to read the file from the
-    start. Display rotation metadata (phone videos) is not applied.
+    start. ``upright`` applies the display rotation (a phone video's display matrix) to the
+    pixels, and ``size`` is then the rotated size; off, frames are as stored.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, upright: bool = False) -> None:
         self.path = Path(path)
         self._container: Any = None
+        self._upright = upright
         probe = open_input(self.path, "video")
         try:
             if not probe.streams.video:
@@ -90,8 +92,22 @@ class VideoFileSource(SourceBase):
                 frames = round(self._expected_s * float(self._rate))
             self._frame_count = frames
             self._indexed_frames = int(stream.frames or 0)
+            self.rotation = self._first_rotation(probe, stream) if upright else 0
+            if self.rotation % 180:
+                self._size = (self._size[1], self._size[0])
         finally:
             probe.close()
+
+    def _first_rotation(self, container: Any, stream: Any) -> int:
+        """The display rotation in degrees (0, 90, 180, 270), from the first frame's side data:
+        PyAV reads the display matrix per frame, not from the stream header."""
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError:
+            return 0  # frames() reports the broken file with its frame number
+        if frame is None:
+            return 0
+        return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4 * 90
 
     def _header_duration(self, container: Any, stream: Any) -> float | None:
         """The video track's duration from the header, in seconds, when the file states one."""
@@ -169,7 +185,7 @@ class VideoFileSource(SourceBase):
                 # Broken or missing timestamps must not run time backwards downstream.
                 t_ns = max(t_ns, last_ns + 1)
                 last_ns = t_ns
-                yield Frame(frame_to_bgr(frame), t_ns, index)
+                yield Frame(frame_to_bgr(frame, apply_rotation=self._upright), t_ns, index)
                 index += 1
             self._check_complete(index, last_ns)
         finally:
