@@ -20,10 +20,11 @@ HELP = """\
 Anonymize faces in images (JPEG, PNG) and videos (MP4, MKV, AVI, MOV).
 
 Each output keeps the input's resolution, frame count and frame times; a video's display
-rotation is applied, so it plays upright. Metadata (EXIF, GPS,
-container tags) is never copied; audio is dropped unless --keep-audio. A face the detector
-misses for a moment stays covered (--hold), and a frame whose detection fails is masked
-entirely. Outputs are written atomically: a failed input leaves no file.
+rotation is applied, so it plays upright. Metadata (EXIF, GPS, container tags) is never
+copied; audio is dropped unless --keep-audio. A face the detector misses for a moment stays
+covered (--hold), and a frame whose detection fails is masked entirely. Outputs are written
+atomically: a failed or stopped (Ctrl-C, SIGTERM) input leaves no file. Pictures above 25
+megapixels are refused.
 
 examples:
   anoncam blur shop.mp4 -o shop-anon.mp4
