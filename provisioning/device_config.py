@@ -9,13 +9,15 @@ documented default. The MQTT password is never in it: the systemd unit hands it 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from typing import Any
 
+import tomli_w
 from pydantic import BaseModel
 
 from firmware.config.settings import Config, from_dict
 from firmware.errors import ConfigError
-from provisioning import layout, tomlwrite
+from provisioning import layout
 from provisioning.inventory.schema import DeviceEntry, LoadedInventory, device_username
 
 #: The model file name inside the bundle and on the device (firmware's manifest names it).
@@ -68,6 +70,23 @@ def build(
     return out
 
 
+def _without_none(value: Any) -> Any:
+    """``value`` with every None left out: TOML has no null, an unset key means the default."""
+    if isinstance(value, Mapping):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def to_toml(data: Mapping[str, Any], *, header: str = "") -> str:
+    """``data`` as TOML (tomli-w: every control character escaped, so tomllib reads back exactly
+    what was written), after ``header`` as ``#`` comment lines. Deterministic: insertion order."""
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    body = tomli_w.dumps(_without_none(data))
+    return f"{comments}\n{body}" if comments else body
+
+
 def render(
     inv: LoadedInventory, entry: DeviceEntry, *, model_file: str = DEFAULT_MODEL_FILE
 ) -> str:
@@ -78,7 +97,7 @@ def render(
         f"from {inv.path.name} (fleet {inv.model.fleet.name}). Edit the inventory, not this file.\n"
         "The MQTT password is not here: systemd passes it as the credential 'mqtt-password'."
     )
-    text = tomlwrite.dumps(data, header=header)
+    text = to_toml(data, header=header)
     from_dict(tomllib.loads(text), origin=f"config for {entry.site}/{entry.id}")
     return text
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.anonymize.cover import Anonymizer, Mode, Shape
+from firmware.anonymize.cover import Anonymizer
 from firmware.anonymize.hold import MaskHold
 from firmware.detect.base import FaceDetector, detect_on_frame
 from firmware.frames import Detections, Frame, Image
 
 if TYPE_CHECKING:
-    from firmware.config.settings import Config
+    from firmware.config.settings import AnonymizerConfig, Config, DetectorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,39 +106,32 @@ class AnonymizingStage:
         )
 
 
-def build_stage(
-    *,
-    model: Path | None = None,
-    threshold: float = 0.2,
-    detect_size: tuple[int, int] | None = None,
-    threads: int = 2,
-    timeout_s: float | None = None,
-    mode: Mode = "mosaic",
-    shape: Shape = "box",
-    mask_scale: float = 1.6,
-    hold_s: float = 0.5,
+def stage_from_settings(
+    detector: DetectorConfig, anonymizer: AnonymizerConfig, *, deadline: bool = True
 ) -> AnonymizingStage:
-    """Wire the real CenterFace detector, the anonymizer and the mask hold into one stage."""
+    """Wire the real CenterFace detector, the anonymizer and the mask hold from validated
+    settings: the one builder behind the service, snapshots and ``anoncam blur``.
+
+    ``deadline`` applies ``detector.timeout_s``: a live camera must not wait for a slow frame
+    (it is masked whole instead), while a file job loses nothing by waiting and would only
+    mask frames needlessly on a busy machine.
+    """
     from firmware.detect.centerface import CenterFace  # loads onnxruntime: only when asked
 
-    detector = CenterFace(
-        model, threshold=threshold, detect_size=detect_size, threads=threads, timeout_s=timeout_s
+    d, a = detector, anonymizer
+    size = (d.detect_width, d.detect_height) if d.detect_width and d.detect_height else None
+    face_detector = CenterFace(
+        d.model,
+        threshold=d.threshold,
+        detect_size=size,
+        threads=d.threads,
+        timeout_s=d.timeout_s if deadline else None,
     )
-    return AnonymizingStage(detector, Anonymizer(mode, shape, mask_scale), MaskHold(hold_s))
+    return AnonymizingStage(
+        face_detector, Anonymizer(a.mode, a.shape, a.mask_scale), MaskHold(a.hold_s)
+    )
 
 
 def stage_from_config(config: Config) -> AnonymizingStage:
     """The stage exactly as the service runs it (also used by snapshots and the preview tests)."""
-    d, a = config.detector, config.anonymizer
-    size = (d.detect_width, d.detect_height) if d.detect_width and d.detect_height else None
-    return build_stage(
-        model=d.model,
-        threshold=d.threshold,
-        detect_size=size,
-        threads=d.threads,
-        timeout_s=d.timeout_s,
-        mode=a.mode,
-        shape=a.shape,
-        mask_scale=a.mask_scale,
-        hold_s=a.hold_s,
-    )
+    return stage_from_settings(config.detector, config.anonymizer)

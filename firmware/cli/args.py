@@ -37,23 +37,3 @@ def floats(count: int) -> Callable[[str], tuple[float, ...]]:
         return values
 
     return parse
-
-
-def unit_interval(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be between 0 and 1 (exclusive)")
-    return v
-
-
-def scale(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 1.0 <= v <= 3.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be between 1.0 and 3.0")
-    return v

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from firmware.cli import args as argtypes
 from firmware.cli.progress import ProgressLine
 
+if TYPE_CHECKING:
+    from firmware.config.settings import AnonymizerConfig, DetectorConfig
+
 HELP = """\
 Anonymize faces in images (JPEG, PNG) and videos (MP4, MKV, AVI, MOV).
 
-Each output keeps the input's resolution, frame count and frame rate. Metadata (EXIF, GPS,
-container tags) is never copied; audio is dropped unless --keep-audio. A face the detector
-misses for a moment stays covered (--hold), and a frame whose detection fails is masked
-entirely. Outputs are written atomically: a failed input leaves no file.
+Each output keeps the input's resolution, frame count and frame times; a video's display
+rotation is applied, so it plays upright. Metadata (EXIF, GPS, container tags) is never
+copied; audio is dropped unless --keep-audio. A face the detector misses for a moment stays
+covered (--hold), and a frame whose detection fails is masked entirely. Outputs are written
+atomically: a failed or stopped (Ctrl-C, SIGTERM) input leaves no file. Pictures above 25
+megapixels are refused.
 
 examples:
   anoncam blur shop.mp4 -o shop-anon.mp4
@@ -54,13 +62,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--threshold",
-        type=argtypes.unit_interval,
+        type=float,
         default=0.2,
         help="face score threshold; lower masks more (default: 0.2, recall first)",
     )
     p.add_argument(
         "--mask-scale",
-        type=argtypes.scale,
+        type=float,
         default=1.6,
         help="mask size relative to the face box (default: 1.6)",
     )
@@ -88,26 +96,90 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from firmware.anonymize.stage import build_stage
-    from firmware.errors import AnoncamError, UsageError
-    from firmware.jobs.blur import blur_file, plan
+#: The flag behind each settings field, so a bad value is reported as the user typed it.
+_FLAGS = {
+    "model": "--model",
+    "threshold": "--threshold",
+    "detect_width": "--detect-size",
+    "detect_height": "--detect-size",
+    "threads": "--threads",
+    "mode": "--mode",
+    "shape": "--shape",
+    "mask_scale": "--mask-scale",
+    "hold_s": "--hold",
+}
 
-    if args.hold < 0 or args.threads < 1:
-        raise UsageError("--hold must be >= 0 and --threads >= 1")
+
+def settings(args: argparse.Namespace) -> tuple[DetectorConfig, AnonymizerConfig]:
+    """The detector and anonymizer settings the flags ask for, validated by the config types
+    (the bounds a config file gets, in one place); UsageError naming each bad flag."""
+    from pydantic import ValidationError
+
+    from firmware.config.settings import AnonymizerConfig, DetectorConfig
+    from firmware.errors import UsageError
+
+    width, height = args.detect_size if args.detect_size else (None, None)
+    detector = {
+        "model": args.model,
+        "threshold": args.threshold,
+        "detect_width": width,
+        "detect_height": height,
+        "threads": args.threads,
+    }
+    anonymizer = {
+        "mode": args.mode,
+        "shape": args.shape,
+        "mask_scale": args.mask_scale,
+        "hold_s": args.hold,
+    }
+    problems: list[str] = []
+    try:
+        d = DetectorConfig.model_validate(detector)
+    except ValidationError as err:
+        problems += [_problem(e) for e in err.errors()]
+    try:
+        a = AnonymizerConfig.model_validate(anonymizer)
+    except ValidationError as err:
+        problems += [_problem(e) for e in err.errors()]
+    if problems:
+        raise UsageError(
+            "; ".join(problems), hint="see 'anoncam blur --help' for each option's range"
+        )
+    return d, a
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    value = error.get("input")
+    return f"{_FLAGS.get(field, field)} {value!r}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def _terminate(_signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM (systemd, kill, a CI timeout) unwinds like Ctrl-C: the writers' context managers
+    # delete their hidden partial files, where the default action left them on disk.
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from firmware.anonymize.stage import stage_from_settings
+    from firmware.errors import AnoncamError
+    from firmware.jobs.blur import blur_file, plan, prepare_output
+
+    detector, anonymizer = settings(args)
     pairs = plan(args.inputs, args.output)
-    if len(pairs) > 1 or args.output.suffix == "":
-        args.output.mkdir(parents=True, exist_ok=True)
-    stage = build_stage(
-        model=args.model,
-        threshold=args.threshold,
-        detect_size=args.detect_size,
-        threads=args.threads,
-        mode=args.mode,
-        shape=args.shape,
-        mask_scale=args.mask_scale,
-        hold_s=args.hold,
-    )
+    prepare_output(args.output, pairs)
+    # A file job waits for a slow frame rather than masking it whole: nothing is live here.
+    stage = stage_from_settings(detector, anonymizer, deadline=False)
     worst = 0
     for src, dst in pairs:
         bar = ProgressLine(src.name)

@@ -76,8 +76,8 @@ protocol = "auto"             # "auto" tries MQTT 5 (sees broker rejections), th
 keepalive_s = 60              # the broker publishes the Last Will after 1.5x this silence
 health_interval_s = 60.0      # seconds between health messages
 
-[mqtt.tls]
-ca_file = "/etc/anoncam/ca.crt"  # example value
+[mqtt.tls]                    # TLS; without ca_file the system's CAs verify the broker
+# ca_file = "/etc/anoncam/ca.crt"  # the CA that signed the broker's; check/run refuse a missing one
 # cert_file = "/etc/anoncam/client.crt"  # client certificate, when the broker asks for one
 # key_file = "/etc/anoncam/client.key"
 verify_hostname = true
@@ -116,8 +116,11 @@ def register(sub: Any) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from firmware.config.settings import load
+    from firmware.runtime import preflight
 
     cfg = load(args.file)
+    # the same checks 'anoncam run' makes before it starts: OK here means run accepts it
+    preflight.check(cfg, origin=str(args.file))
     print(
         f"OK {args.file}: site {cfg.site!r}, device {cfg.device!r}, source {cfg.source.kind}, "
         f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"

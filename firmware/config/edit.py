@@ -42,10 +42,15 @@ def _number(value: object, path: str, problems: list[tuple[str, str]]) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append((path, f"expected a number, got {type(value).__name__}"))
         return 0.0
-    if not math.isfinite(value):
+    try:
+        number = float(value)  # an int of thousands of digits (valid JSON) has no float
+    except OverflowError:
+        problems.append((path, "number out of range (coordinates are from 0 to 1)"))
+        return 0.0
+    if not math.isfinite(number):
         problems.append((path, "expected a finite number"))
         return 0.0
-    return round(float(value), DECIMALS)
+    return round(number, DECIMALS)
 
 
 def counter_update(update: Mapping[str, object]) -> dict[str, list[float]]:

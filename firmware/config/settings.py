@@ -13,8 +13,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from firmware.config.geometry import distance_to_line, polygon_problem
 from firmware.contract import IDENTIFIER_PATTERN, TOPIC_PREFIX_PATTERN
 from firmware.errors import ConfigError
 
@@ -25,11 +34,19 @@ Identifier = Annotated[
         description="lower-case letters, digits, '-' and '_'; used in MQTT topics",
     ),
 ]
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+# Strict scalars: TOML has real numbers and booleans, so a quoted "1883" or "60" is a mistake
+# to report, not to coerce, and `seconds = true` must not become 1-second windows. Path, tuple
+# and list fields stay lax: TOML gives strings and arrays for them. An int is a valid Float.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Unit = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has nan and inf literals; no setting means either, and nan slips past every bound
+    # check (all comparisons with it are false).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Section):
@@ -38,30 +55,30 @@ class SourceConfig(_Section):
         description="where frames come from: the Pi camera, a video/image folder, or a demo scene",
     )
     path: Path | None = Field(None, description="video file or image folder when kind = 'file'")
-    width: int = Field(
+    width: Int = Field(
         1280, ge=64, le=4096, description="main stream width in pixels (picamera2, synthetic)"
     )
-    height: int = Field(
+    height: Int = Field(
         720, ge=64, le=4096, description="main stream height in pixels (picamera2, synthetic)"
     )
-    fps: float = Field(
+    fps: Float = Field(
         15.0, gt=0, le=120, description="frame rate asked of the camera / synthetic scene"
     )
-    lores_width: int = Field(
+    lores_width: Int = Field(
         640,
         ge=32,
         le=4096,
         description="detection stream width (picamera2). Smaller is faster but misses small, "
         "distant faces",
     )
-    lores_height: int = Field(
+    lores_height: Int = Field(
         360,
         ge=32,
         le=4096,
         description="detection stream height (picamera2); keep the main stream's aspect ratio, "
         "picamera2 does not",
     )
-    duration_s: float = Field(
+    duration_s: Float = Field(
         60.0, gt=0, le=31_536_000, description="length of the synthetic scene in seconds"
     )
 
@@ -79,24 +96,24 @@ class DetectorConfig(_Section):
         None,
         description="ONNX model path; default: the verified CenterFace from 'anoncam models fetch'",
     )
-    threshold: float = Field(
+    threshold: Float = Field(
         0.2,
         gt=0.0,
         lt=1.0,
         description="face score threshold. Low (0.2) favours recall: a false mask costs little, "
         "a missed face leaks",
     )
-    detect_width: int | None = Field(
+    detect_width: Int | None = Field(
         None,
         ge=32,
         le=4096,
         description="run detection on a copy downscaled to this width (None: full size)",
     )
-    detect_height: int | None = Field(
+    detect_height: Int | None = Field(
         None, ge=32, le=4096, description="height of the detection copy"
     )
-    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
-    timeout_s: float = Field(
+    threads: Int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
+    timeout_s: Float = Field(
         2.0,
         gt=0,
         le=60,
@@ -113,7 +130,7 @@ class DetectorConfig(_Section):
 
 
 class PeopleConfig(_Section):
-    enabled: bool = Field(
+    enabled: Bool = Field(
         False,
         description="count people from a person detector (bodies, seen from any side) and cover "
         "the head of every person; off: count face tracks (misses people walking away). Off by "
@@ -123,31 +140,31 @@ class PeopleConfig(_Section):
         None,
         description="ONNX person model; default: the verified NanoDet from 'anoncam models fetch'",
     )
-    threshold: float = Field(
+    threshold: Float = Field(
         0.45,
         gt=0.0,
         lt=1.0,
         description="person score threshold; lower finds distant and occluded people and more "
         "false ones (0.35 fires on cones and signs in real footage)",
     )
-    detect_width: int = Field(
+    detect_width: Int = Field(
         448,
         ge=32,
         le=1024,
         multiple_of=32,
         description="person detection input width (a multiple of 32); keep the stream's aspect",
     )
-    detect_height: int = Field(
+    detect_height: Int = Field(
         256, ge=32, le=1024, multiple_of=32, description="person detection input height"
     )
-    every_n_frames: int = Field(
+    every_n_frames: Int = Field(
         2,
         ge=1,
         le=30,
         description="run the person detector on one frame in N; the tracker predicts between",
     )
-    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
-    head_masking: bool = Field(
+    threads: Int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads")
+    head_masking: Bool = Field(
         True,
         description="cover the head region of every person box too, so a face too small or "
         "turned for the face detector is still anonymized; keep on",
@@ -159,14 +176,14 @@ class AnonymizerConfig(_Section):
     shape: Literal["ellipse", "box"] = Field(
         "box", description="shape of the mask; box leaves no head outline to re-detect"
     )
-    mask_scale: float = Field(
+    mask_scale: Float = Field(
         1.6,
         ge=1.0,
         le=3.0,
         description="mask size relative to the detected box; 1.6 hides the head outline too "
         "(see anonymize.py)",
     )
-    hold_s: float = Field(
+    hold_s: Float = Field(
         0.5,
         ge=0.0,
         le=10.0,
@@ -176,13 +193,13 @@ class AnonymizerConfig(_Section):
 
 
 class TrackerConfig(_Section):
-    min_hits: int = Field(
+    min_hits: Int = Field(
         3, ge=1, le=100, description="detections before a track is confirmed and counted"
     )
-    max_age_s: float = Field(
+    max_age_s: Float = Field(
         1.0, gt=0, le=60, description="a track unseen this long ends and is forgotten"
     )
-    iou_threshold: float = Field(
+    iou_threshold: Float = Field(
         0.2, gt=0, lt=1, description="minimum overlap to associate a detection with a track"
     )
 
@@ -190,8 +207,18 @@ class TrackerConfig(_Section):
 class ZoneConfig(_Section):
     name: Identifier
     polygon: list[tuple[Unit, Unit]] = Field(
-        description="polygon corners in normalized image coordinates (0..1)", min_length=3
+        description="polygon corners in normalized image coordinates (0..1)",
+        min_length=3,
+        max_length=64,
     )
+
+    @field_validator("polygon")
+    @classmethod
+    def _simple(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        problem = polygon_problem(v)
+        if problem:
+            raise ValueError(f"{problem}; give the corners in order around the zone")
+        return v
 
 
 Anchor = Literal["bottom", "centre"]
@@ -212,7 +239,7 @@ class CounterConfig(_Section):
         (0.5, 1.0),
         description="a point on the store side of the line; crossing towards it is an entry",
     )
-    hysteresis: float = Field(
+    hysteresis: Float = Field(
         0.02,
         ge=0.0,
         le=0.5,
@@ -230,6 +257,15 @@ class CounterConfig(_Section):
         side = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
         if abs(side) < 1e-6:
             raise ValueError("counter.inside: the inside point must not lie on the counting line")
+        distance = distance_to_line(self.inside, self.line)
+        if distance <= self.hysteresis:
+            # inside the band no side is ever settled, so the point would not say which side
+            # is the store's as the counter sees it
+            raise ValueError(
+                f"counter.inside: the inside point is {distance:.3f} from the counting line, "
+                f"within the hysteresis band ({self.hysteresis:g}); pick a point further into "
+                "the store"
+            )
         names = [z.name for z in self.zones]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -238,10 +274,10 @@ class CounterConfig(_Section):
 
 
 class WindowConfig(_Section):
-    seconds: int = Field(
+    seconds: Int = Field(
         60, ge=1, le=86_400, description="length of a counts window, aligned on wall-clock time"
     )
-    suppress_below: int = Field(
+    suppress_below: Int = Field(
         0,
         ge=0,
         le=100,
@@ -256,11 +292,11 @@ class TlsConfig(_Section):
     )
     cert_file: Path | None = Field(None, description="client certificate (optional)")
     key_file: Path | None = Field(None, description="client private key (optional)")
-    verify_hostname: bool = Field(True, description="check the broker's certificate name; keep on")
+    verify_hostname: Bool = Field(True, description="check the broker's certificate name; keep on")
 
 
 class HomeAssistantConfig(_Section):
-    enabled: bool = Field(
+    enabled: Bool = Field(
         False, description="publish Home Assistant MQTT discovery for the count sensors"
     )
     prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
@@ -268,7 +304,7 @@ class HomeAssistantConfig(_Section):
 
 class MqttConfig(_Section):
     host: str = Field("localhost", min_length=1, description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
+    port: Int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
     prefix: str = Field("anoncam", pattern=TOPIC_PREFIX_PATTERN, description="topic prefix")
     username: str | None = Field(None, description="MQTT user name")
     password_file: Path | None = Field(
@@ -278,31 +314,31 @@ class MqttConfig(_Section):
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         "auto", description="MQTT version; auto tries 5 then 3.1.1"
     )
-    keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive")
-    health_interval_s: float = Field(
+    keepalive_s: Int = Field(60, ge=5, le=3600, description="MQTT keepalive")
+    health_interval_s: Float = Field(
         60.0, ge=1, le=3600, description="seconds between health messages"
     )
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
 
 class OutboxConfig(_Section):
-    max_rows: int = Field(
+    max_rows: Int = Field(
         100_000,
         ge=10,
         le=10_000_000,
         description="cap on unsent windows; beyond it the oldest are merged, never dropped",
     )
-    min_free_mb: int = Field(
+    min_free_mb: Int = Field(
         50, ge=1, le=100_000, description="merge oldest windows when free disk falls below this"
     )
 
 
 class PreviewConfig(_Section):
-    enabled: bool = Field(False, description="serve the anonymized preview page")
+    enabled: Bool = Field(False, description="serve the anonymized preview page")
     bind: str = Field(
         "127.0.0.1", description="address to listen on; beyond loopback a token is required"
     )
-    port: int = Field(8080, ge=1, le=65535)
+    port: Int = Field(8080, ge=1, le=65535)
     token_file: Path | None = Field(None, description="file holding the access token")
 
 
@@ -367,6 +403,9 @@ def read_toml(
         raise ConfigError(
             f"{p}: cannot read the {what}: {exc}", hint="check the file's permissions and encoding"
         ) from None
+    # Windows editors (Notepad) save UTF-8 with a byte-order mark, which TOML does not allow;
+    # it carries no meaning, so it is dropped rather than refused.
+    text = text.removeprefix("\ufeff")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

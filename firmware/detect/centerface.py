@@ -124,6 +124,10 @@ class CenterFace:
         # One warm-up run: the first inference allocates arenas and is several times slower.
         warm = np.zeros((1, 3, self._multiple * 4, self._multiple * 4), np.float32)
         self._session.run(self._outputs, {self._input: warm})
+        if self.model.derived:
+            from firmware.detect.selftest import prove
+
+            prove(self, self.model.path)
         logger.info(
             "CenterFace ready: %s, threshold %.2f, detect size %s, %d threads",
             self.model.path,

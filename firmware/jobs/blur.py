@@ -8,17 +8,19 @@ atomically: a failed input leaves no file behind.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import av
 
 from firmware.anonymize.backfill import Lookahead, delay_frames
-from firmware.anonymize.stage import AnonymizingStage
+from firmware.anonymize.stage import Anonymized, AnonymizingStage
 from firmware.errors import InputError, UsageError
-from firmware.media.image import IMAGE_SUFFIXES
+from firmware.media.image import IMAGE_SUFFIXES, check_size
 from firmware.media.video_writer import VIDEO_SUFFIXES, VideoWriter
 from firmware.media.workers import WriteBehind, read_ahead
 
@@ -60,6 +62,11 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     if not inputs:
         raise UsageError("no input given", hint="anoncam blur INPUT... -o OUTPUT")
     for p in inputs:
+        if p.is_dir():
+            raise InputError(
+                f"{p}: is a folder; anoncam blur takes files",
+                hint=f"pass the files inside it, e.g. {p}/*.jpg {p}/*.mp4",
+            )
         if not p.is_file():
             raise InputError(f"{p}: no such file", hint="check the path")
         kind_of(p)
@@ -90,6 +97,36 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def prepare_output(output: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Create the output folder when ``output`` names one, and prove every output folder can
+    take a file, before any input is decoded: a typo or a read-only card is found in a second,
+    not after minutes of work. UsageError (exit 2) naming the folder."""
+    if len(pairs) > 1 or output.suffix == "":
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"{output}: cannot create the output folder ({exc.strerror})",
+                hint="choose an output folder on a writable disk",
+            ) from None
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        if not folder.is_dir():
+            raise UsageError(
+                f"{folder}: the output folder does not exist",
+                hint=f"create it first (mkdir -p {folder}) or choose another output path",
+            )
+        try:
+            # a real file, not os.access: root passes access() on an immutable folder
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".anoncam-probe-"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"{folder}: cannot write to the output folder ({exc.strerror})",
+                hint="choose a writable folder (check its permissions, and that the disk is not "
+                "mounted read-only)",
+            ) from None
+
+
 def blur_image(stage: AnonymizingStage, src: Path, dst: Path) -> BlurResult:
     from firmware.frames import Frame
     from firmware.media.image import read_image, write_image
@@ -114,6 +151,11 @@ def _audio_template(
     return container, container.streams.audio[0]
 
 
+def _write_timed(out: VideoWriter, result: Anonymized) -> None:
+    # each frame keeps its own time: a variable frame rate stays variable
+    out.write(result.image, result.t_ns)
+
+
 def blur_video(
     stage: AnonymizingStage,
     src: Path,
@@ -127,16 +169,23 @@ def blur_video(
     start = time.perf_counter()
     stage.hold.reset()
     faces = failed = 0
-    with VideoFileSource(src) as source:
+    # upright: a phone video's display rotation is applied to the pixels, so the detector sees
+    # faces the right way up and the output plays as the input did
+    with VideoFileSource(src, upright=True) as source:
+        check_size(src, *source.size)  # the probe decoded one frame; refuse before the rest
         total = source.frame_count
         audio = _audio_template(src) if keep_audio else None
         try:
             w, h = source.size
             with (
                 VideoWriter(
-                    dst, fps=source.rate, size=(w, h), audio_template=audio[1] if audio else None
+                    dst,
+                    fps=source.rate,
+                    size=(w, h),
+                    audio_template=audio[1] if audio else None,
+                    time_base=source.time_base,
                 ) as out,
-                WriteBehind(out.write) as encoder,
+                WriteBehind(partial(_write_timed, out)) as encoder,
             ):
                 # hold back as many frames as the mask hold lasts, to mask faces walking in
                 lookahead = Lookahead(stage.anonymizer, delay_frames(stage.hold.hold_s, source.fps))
@@ -144,13 +193,13 @@ def blur_video(
                 for done, frame in enumerate(read_ahead(source.frames()), start=1):
                     result = stage.process(frame)
                     for ready in lookahead.push(result):
-                        encoder.submit(ready.image)
+                        encoder.submit(ready)
                     faces += len(result.detections)
                     failed += int(result.failed)
                     if progress is not None:
                         progress(done, total)
                 for ready in lookahead.flush():
-                    encoder.submit(ready.image)
+                    encoder.submit(ready)
                 encoder.close()
                 if audio is not None:
                     for packet in audio[0].demux(audio[1]):

@@ -19,6 +19,7 @@ from firmware.errors import InputError, OutputError
 from firmware.frames import Image, check_image
 from firmware.fsutil import write_atomic
 from firmware.media.avio import error_text, frame_to_bgr, open_input
+from firmware.media.header import image_size
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,44 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 """File name endings (lower case) the image folder source reads and ``write_image`` writes."""
 
 
+MAX_PIXELS = 25_000_000
+"""The largest picture read (width x height): 6000x4000, a 24-megapixel camera, fits. Memory
+grows with the pixels (``anoncam blur`` at full-size detection peaked at 2.4 GB for 12 MP), so
+anything larger is refused from its header, before a byte of it is decoded."""
+MAX_SIDE = 16_384
+
+
+def check_size(path: Path, width: int, height: int) -> None:
+    """InputError naming ``path`` when ``width`` x ``height`` is beyond the limits above."""
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise InputError(
+            f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
+            f"{MAX_PIXELS / 1e6:.0f} anoncam reads (at most {MAX_SIDE} pixels a side)",
+            hint=f"scale it down to at most {MAX_PIXELS / 1e6:.0f} megapixels first; memory "
+            "grows with the pixel count",
+        )
+
+
 def read_image(path: Path | str) -> Image:
     """Decode the first picture of ``path`` into a BGR uint8 array, rotated upright.
 
-    Raises :class:`InputError` naming the file when it is missing or not a readable image.
+    Raises :class:`InputError` naming the file when it is missing, not a readable image, or
+    larger than :data:`MAX_PIXELS` (checked from the header, before decoding).
     """
     p = Path(path)
+    try:
+        size = image_size(p)
+    except OSError:
+        pass  # open_input below names the file and the reason
+    else:
+        if size is None:
+            # Without a size from the header nothing bounds what FFmpeg's probe would decode.
+            raise InputError(
+                f"{p}: not a readable image (no PNG or JPEG picture size in its header)",
+                hint="the file is corrupt, truncated or of another type; re-copy it, or "
+                "re-export it as JPEG or PNG",
+            )
+        check_size(p, *size)
     container = open_input(p, "image")
     try:
         if not container.streams.video:

@@ -8,6 +8,7 @@ copied from anywhere unless an audio stream is explicitly handed over (``--keep-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -82,6 +83,7 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "veryfast",
         audio_template: Any | None = None,
+        time_base: Fraction | None = None,
     ) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
@@ -100,7 +102,11 @@ class VideoWriter:
         self._pad = (h % 2, w % 2) if pix_fmt == "yuv420p" else (0, 0)
         self.frames_written = 0
         self._last_pts = -1
-        self._time_base = Fraction(1) / self.rate
+        # A finer time base (the input's) keeps a variable frame rate's timestamps; the
+        # default 1/fps puts every frame on a constant grid. MPEG-4 Part 2 allows at most
+        # 65535 ticks a second, so it keeps the grid.
+        fine = time_base is not None and (self.codec != "mpeg4" or time_base.denominator < 65536)
+        self._time_base = time_base if fine and time_base is not None else Fraction(1) / self.rate
         self._closed = False
         try:
             self._container: Any = av.open(str(self.tmp), mode="w")
@@ -205,7 +211,10 @@ class VideoWriter:
             except (av.FFmpegError, OSError) as exc:  # a broken muxer may fail to close
                 logger.debug("closing aborted output: %s", exc)
         self._closed = True
-        self.tmp.unlink(missing_ok=True)
+        # A read-only folder refuses even unlinking a file that is not there (EROFS): that
+        # must not replace the error that brought us here.
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self

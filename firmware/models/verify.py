@@ -24,6 +24,13 @@ class VerifiedModel:
     sha256: str
     size: int
 
+    @property
+    def derived(self) -> bool:
+        """Not the manifest's file (the int8 model, or any file with its own sidecar hash): its
+        hash proves only that nobody changed it since the sidecar was written, not what it
+        does, so the detector makes it prove itself on real faces before use."""
+        return self.sha256 != self.spec.sha256
+
 
 def sidecar_path(model: Path) -> Path:
     return model.with_name(model.name + ".sha256")
@@ -57,6 +64,11 @@ def verify(
     """
     s = spec(name)
     p = Path(path) if path is not None else default_model_path(name)
+    if p.is_dir():
+        raise ModelError(
+            f"{p}: is a folder, not a model file",
+            hint=f"pass the ONNX file itself, e.g. --model {p / s.file}",
+        )
     if not p.is_file():
         raise ModelError(
             f"{p}: model file not found",

@@ -427,6 +427,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError):
             self._error(HTTPStatus.BAD_REQUEST, "body is not valid JSON")
             return
+        except RecursionError:
+            # a few KB of '[' nest deeper than the parser recurses; no valid update nests
+            self._error(HTTPStatus.BAD_REQUEST, "body is nested too deeply")
+            return
         if not isinstance(body, dict):
             self._error(HTTPStatus.BAD_REQUEST, "expected a JSON object with 'line' and 'inside'")
             return

@@ -48,6 +48,10 @@ Sink = Callable[[Anonymized], None]
 """Receives every processed, anonymized frame (e.g. the preview hub, a video writer)."""
 
 
+#: A backwards step of the wall clock larger than this is reported; NTP slews smaller ones.
+CLOCK_STEP_NS = 1_000_000_000
+
+
 @dataclass
 class LoopStats:
     """Running figures for health messages; numbers only."""
@@ -64,6 +68,8 @@ class LoopStats:
     storage_errors: int = 0
     people_ms_ewma: float = 0.0
     people_failed: int = 0
+    clock_back_steps: int = 0
+    clock_back_s: float = 0.0
 
     def as_health(self) -> dict[str, Any]:
         """The loop's figures under the health schema's names (None before the first frame).
@@ -79,6 +85,8 @@ class LoopStats:
             "frames_since_start": {"processed": self.frames, "dropped": self.dropped},
             "dropped_frames": self.dropped,
             "failed_frames": self.failed_frames,
+            "clock_back_steps": self.clock_back_steps,
+            "clock_back_s": round(self.clock_back_s, 3),
         }
 
 
@@ -258,4 +266,17 @@ def _account(stats: LoopStats, result: Anonymized, dropped: int, wall_ns: int) -
         if stats.frames == 1
         else 0.9 * stats.detect_ms_ewma + 0.1 * result.detect_ms
     )
+    if stats.frames > 1 and wall_ns < stats.last_wall_ns - CLOCK_STEP_NS:
+        # Windows are aligned on the wall clock: a step back (NTP after a dead RTC battery, a
+        # hand-set date) makes later windows carry earlier times. Said once per step, and
+        # counted for health, so a subscriber can see why times repeat.
+        back_s = (stats.last_wall_ns - wall_ns) / 1e9
+        stats.clock_back_steps += 1
+        stats.clock_back_s = max(stats.clock_back_s, back_s)
+        logger.warning(
+            "wall clock stepped back by %.1f s; windows keep counting in the open window until "
+            "it catches up (health: clock_back_steps %d)",
+            back_s,
+            stats.clock_back_steps,
+        )
     stats.last_wall_ns = wall_ns

@@ -101,6 +101,7 @@ class Service:
         from firmware.count import SwitchableCounter
         from firmware.mqtt.publish import Publisher
         from firmware.outbox import Outbox, outbox_path
+        from firmware.runtime import preflight
         from firmware.runtime.health import HealthProbe
         from firmware.runtime.pipeline import PeopleStage
         from firmware.runtime.pipeline import run as run_loop
@@ -111,6 +112,8 @@ class Service:
 
         cfg = self.config
         started = time.monotonic()
+        # everything 'config check' refuses, refused before anything starts or connects
+        preflight.check(cfg, origin=str(self.config_path or "config"))
         try:
             cfg.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

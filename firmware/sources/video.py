@@ -42,6 +42,10 @@ def _parse_duration_tag(text: str | None) -> float | None:
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
 
 
+def _read_so_far(frames: int) -> str:
+    return f"frames 0..{frames - 1} were read" if frames else "no frame could be read"
+
+
 class VideoFileSource(SourceBase):
     """Frames of the first video stream of ``path``.
 
@@ -49,12 +53,14 @@ class VideoFileSource(SourceBase):
     rate as a Fraction, e.g. 30000/1001), ``time_base``, ``frame_count`` (exact when the
     container indexes frames, an estimate from the duration otherwise, 0 if unknown),
     ``codec_name``, ``has_audio``. ``frames()`` may be called again to read the file from the
-    start. Display rotation metadata (phone videos) is not applied.
+    start. ``upright`` applies the display rotation (a phone video's display matrix) to the
+    pixels, and ``size`` is then the rotated size; off, frames are as stored.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, upright: bool = False) -> None:
         self.path = Path(path)
         self._container: Any = None
+        self._upright = upright
         probe = open_input(self.path, "video")
         try:
             if not probe.streams.video:
@@ -86,8 +92,22 @@ class VideoFileSource(SourceBase):
                 frames = round(self._expected_s * float(self._rate))
             self._frame_count = frames
             self._indexed_frames = int(stream.frames or 0)
+            self.rotation = self._first_rotation(probe, stream) if upright else 0
+            if self.rotation % 180:
+                self._size = (self._size[1], self._size[0])
         finally:
             probe.close()
+
+    def _first_rotation(self, container: Any, stream: Any) -> int:
+        """The display rotation in degrees (0, 90, 180, 270), from the first frame's side data:
+        PyAV reads the display matrix per frame, not from the stream header."""
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError:
+            return 0  # frames() reports the broken file with its frame number
+        if frame is None:
+            return 0
+        return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4 * 90
 
     def _header_duration(self, container: Any, stream: Any) -> float | None:
         """The video track's duration from the header, in seconds, when the file states one."""
@@ -154,7 +174,7 @@ class VideoFileSource(SourceBase):
                     raise InputError(
                         f"{self.path}: the video breaks at frame {index} ({error_text(exc)}); "
                         "the file is truncated or corrupt",
-                        hint=f"frames 0..{index - 1} were read; re-copy or re-encode the file",
+                        hint=f"{_read_so_far(index)}; re-copy or re-encode the file",
                     ) from None
                 if frame.pts is not None:
                     if first_pts is None:
@@ -165,7 +185,7 @@ class VideoFileSource(SourceBase):
                 # Broken or missing timestamps must not run time backwards downstream.
                 t_ns = max(t_ns, last_ns + 1)
                 last_ns = t_ns
-                yield Frame(frame_to_bgr(frame), t_ns, index)
+                yield Frame(frame_to_bgr(frame, apply_rotation=self._upright), t_ns, index)
                 index += 1
             self._check_complete(index, last_ns)
         finally:
@@ -184,10 +204,18 @@ class VideoFileSource(SourceBase):
                 raise InputError(
                     f"{self.path}: the video breaks at frame {frames}: its index lists "
                     f"{self._indexed_frames} frames; the file is truncated",
-                    hint=f"frames 0..{frames - 1} were read; re-copy or re-encode the file",
+                    hint=f"{_read_so_far(frames)}; re-copy or re-encode the file",
                 )
             return
-        if not self._expected_s or frames == 0:
+        if frames == 0:
+            # A Matroska file cut inside its first cluster ends without a decoding error and
+            # without a frame; left to the writer it became "no frames to write" about the output.
+            raise InputError(
+                f"{self.path}: no frame could be decoded; the file is truncated, damaged "
+                "or has an empty video track",
+                hint="re-copy or re-encode the file",
+            )
+        if not self._expected_s:
             return
         got_s = last_ns / _NS + 1.0 / float(self._rate)
         slack = max(_TRUNCATION_SLACK_S, self._expected_s * _TRUNCATION_SLACK_FRACTION)
@@ -195,7 +223,7 @@ class VideoFileSource(SourceBase):
             raise InputError(
                 f"{self.path}: the video breaks at frame {frames} ({got_s:.1f} s of the "
                 f"{self._expected_s:.1f} s its header states); the file is truncated",
-                hint=f"frames 0..{frames - 1} were read; re-copy or re-encode the file",
+                hint=f"{_read_so_far(frames)}; re-copy or re-encode the file",
             )
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ Problems are ``(dotted path, message)`` pairs, sorted, with the device named in 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,38 @@ def _cross_checks(data: dict[str, Any], base_dir: Path) -> list[tuple[str, str]]
             else:
                 users[name] = i
     problems.extend(_file_checks(data, base_dir))
+    problems.extend(_control_character_problems(data))
+    return problems
+
+
+def _control_character_problems(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string of the raw inventory holding a control character or a line separator.
+
+    Inventory strings end up in shell scripts, NetworkManager keyfiles, cloud-init YAML and TOML:
+    a line break there starts a line of the attacker's choosing (a second authorized key with
+    ``command=``, a ``key-mgmt=none`` in a Wi-Fi profile). No field needs one, so all are refused,
+    keys included, whichever file they would reach.
+    """
+    problems: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            problems.extend(_control_character_problems(key, sub + " (the key)"))
+            problems.extend(_control_character_problems(item, sub))
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            problems.extend(_control_character_problems(item, f"{path}.{n}" if path else str(n)))
+    elif isinstance(value, str):
+        bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+        if bad is not None:
+            problems.append(
+                (
+                    path,
+                    f"holds the control character U+{ord(bad):04X} at position "
+                    f"{value.index(bad)}: remove it (no inventory value may hold line breaks, "
+                    "tabs or other control characters)",
+                )
+            )
     return problems
 
 

@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from firmware.config.settings import (
     AnonymizerConfig,
+    Bool,
     CounterConfig,
     DetectorConfig,
     Identifier,
+    Int,
     PeopleConfig,
     PreviewConfig,
     SourceConfig,
@@ -73,7 +75,7 @@ Hostname = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_timezone(value: str) -> str:
@@ -92,7 +94,7 @@ class WifiSettings(_Strict):
     password_file: Path = Field(
         description="file holding the WPA2 passphrase (8-63 characters), relative to the inventory"
     )
-    hidden: bool = Field(False, description="the network does not broadcast its name")
+    hidden: Bool = Field(False, description="the network does not broadcast its name")
 
 
 class FleetSettings(_Strict):
@@ -133,17 +135,17 @@ class FleetSettings(_Strict):
 
 class BrokerSettings(_Strict):
     host: str = Field(min_length=1, pattern=_DNS_NAME, description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
-    tls: bool = Field(False, description="connect with TLS")
+    port: Int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
+    tls: Bool = Field(False, description="connect with TLS")
     ca_file: Path | None = Field(
         None, description="CA certificate of the broker (PEM); absent with tls: the system CAs"
     )
-    client_certificates: bool = Field(
+    client_certificates: Bool = Field(
         False, description="also issue each camera a client certificate from a fleet CA"
     )
     prefix: str = Field("anoncam", pattern=TOPIC_PREFIX_PATTERN, description="MQTT topic prefix")
     protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="MQTT version")
-    homeassistant: bool = Field(False, description="cameras publish Home Assistant discovery")
+    homeassistant: Bool = Field(False, description="cameras publish Home Assistant discovery")
     homeassistant_prefix: str = Field("homeassistant", pattern=TOPIC_PREFIX_PATTERN)
 
     @model_validator(mode="after")
@@ -185,7 +187,7 @@ class DeviceEntry(_Strict):
 class SubscriberEntry(_Strict):
     username: str = Field(pattern=_SUBSCRIBER, description="MQTT user name (no '.')")
     description: str = ""
-    homeassistant: bool = Field(
+    homeassistant: Bool = Field(
         False, description="may also read the Home Assistant discovery topics"
     )
 
@@ -200,6 +202,10 @@ class Inventory(_Strict):
 
 def ssh_key_problem(key: str) -> str | None:
     """Why ``key`` is not an OpenSSH public key line, or None if it looks like one."""
+    if any(c in key for c in "\r\n"):
+        # authorized_keys is line-based: a second line would be a key of its own, with options
+        # such as command="..." that nothing here has checked.
+        return "a key is one line: this one holds a line break (put each key in its own entry)"
     parts = key.strip().split()
     if len(parts) < 2:
         return "expected 'TYPE BASE64 [comment]', as in ~/.ssh/id_ed25519.pub"

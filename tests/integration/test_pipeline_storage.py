@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from firmware.anonymize.stage import build_stage
-from firmware.config.settings import CounterConfig, TrackerConfig
+from firmware.anonymize.stage import stage_from_settings
+from firmware.config.settings import (
+    AnonymizerConfig,
+    CounterConfig,
+    DetectorConfig,
+    TrackerConfig,
+)
 from firmware.count import LineCounter
 from firmware.outbox import Outbox
 from firmware.runtime.pipeline import LoopStats, WallClock, run
@@ -38,7 +43,7 @@ def test_storage_failure_mid_run_keeps_counting(tmp_path: Path) -> None:
 
     stats = run(
         scene,
-        build_stage(),
+        stage_from_settings(DetectorConfig(), AnonymizerConfig(), deadline=False),
         Tracker(TrackerConfig()),
         LineCounter(CounterConfig(), 320, 240),
         aggregator,
@@ -55,3 +60,49 @@ def test_storage_failure_mid_run_keeps_counting(tmp_path: Path) -> None:
     assert processed == stats.frames - stats.storage_errors
     assert [json.loads(r.payload)["seq"] for r in rows] == list(range(1, len(rows) + 1))
     outbox.close()
+
+
+class SteppedClock(WallClock):
+    """The wall clock of a device whose time is set back by a day part way (NTP correcting a
+    dead RTC battery's date, a hand-set clock): a stand-in for the one boundary a test cannot
+    move, the system clock."""
+
+    def __init__(self, epoch_ns: int, step_at_ns: int, back_ns: int) -> None:
+        super().__init__(False, epoch_ns)
+        self.step_at_ns, self.back_ns = step_at_ns, back_ns
+
+    def __call__(self, t_ns: int) -> int:
+        wall = self.epoch_ns + t_ns
+        return wall - self.back_ns if t_ns >= self.step_at_ns else wall
+
+
+def test_a_clock_stepped_back_by_a_day_is_logged_and_in_health(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (issue 12 item 20): the wall clock jumping back by a day gave windows with
+    earlier times and nothing in health said why. The loop now logs the step and health carries
+    clock_back_steps and clock_back_s (optional fields of the health schema)."""
+    from firmware.contract import validate
+    from firmware.runtime.health import HealthProbe
+
+    day = 86_400 * 10**9
+    scene = SyntheticScene(160, 120, fps=10, duration_s=2)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    aggregator = WindowAggregator(outbox, site="s", device="d", window_s=60)
+    stats = run(
+        scene,
+        stage_from_settings(DetectorConfig(), AnonymizerConfig(), deadline=False),
+        Tracker(TrackerConfig()),
+        LineCounter(CounterConfig(), 160, 120),
+        aggregator,
+        clock=SteppedClock(1_800_000_000 * 10**9, step_at_ns=10**9, back_ns=day),
+        stop=threading.Event(),
+    )
+    outbox.close()
+    assert stats.frames == 20
+    assert stats.clock_back_steps == 1 and abs(stats.clock_back_s - 86_400 + 0.1) < 0.01
+    assert any("wall clock stepped back by 86399.9 s" in r.getMessage() for r in caplog.records)
+    health = {"schema": "anoncam/health/1", **HealthProbe(stats)(), "outbox_depth": 0}
+    health |= {"oldest_unsent_age_s": None, "merged_total": 0}
+    validate("health", health)
+    assert health["clock_back_steps"] == 1

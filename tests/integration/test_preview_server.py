@@ -392,6 +392,36 @@ def test_malformed_and_cross_site_posts_are_refused(
     assert config_file.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (
+            b'{"line": [' + b"9" * 4000 + b', 0.4, 0.9, 0.6], "inside": [0.4, 0.95]}',
+            "counter.line.0",
+        ),
+        (b"[" * 2000 + b"]" * 2000, None),
+        (b'{"line": ' + b"[" * 1990 + b"]" * 1990 + b', "inside": [0.4, 0.95]}', None),
+    ],
+)
+def test_huge_numbers_and_deep_nesting_get_400(
+    local: PreviewServer, config_file: Path, raw: bytes, path: str | None
+) -> None:
+    """Regression (issue 12 item 11): a 4000-digit number (OverflowError in config.edit) or
+    2000-deep nesting (RecursionError in json) dropped the connection with a traceback; both
+    are now a 400 naming the problem, nothing is written, and the server keeps serving."""
+    before = config_file.read_bytes()
+    assert len(raw) <= 4096  # within the body limit: these reach the parser
+    status, _, reply = request(
+        local, "POST", "/api/counter", raw=raw, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400, reply
+    answer = json.loads(reply)
+    if path is not None:
+        assert path in [p["path"] for p in answer["problems"]]
+    assert config_file.read_bytes() == before
+    assert request(local, "GET", "/api/state")[0] == 200
+
+
 def test_without_a_config_file_saving_is_409(tmp_path: Path, hub: RecordingHub) -> None:
     with PreviewServer(free_config(tmp_path), hub, None) as server:
         status, _, body = request(

@@ -90,3 +90,42 @@ def test_config_example_shows_every_key(capsys: pytest.CaptureFixture[str]) -> N
             shown.add((*section, m.group(1)))
     missing = sorted(".".join(f) for f in _fields(Config) if f not in shown)
     assert missing == []
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 12 item 17): a config saved by Notepad as 'UTF-8 with BOM' failed with
+    `Invalid statement (at line 1, column 1)` and no hint; the mark carries no meaning, so the
+    one TOML reader (config, inventory, run) drops it."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'site = "store-042"\n[mqtt]\nport = 8883\n')
+    assert main(["config", "check", str(path)]) == 0, capsys.readouterr().err
+    cfg = load(path)
+    assert (cfg.site, cfg.mqtt.port) == ("store-042", 8883)
+
+
+@pytest.mark.parametrize(
+    ("token", "expect"),
+    [(None, "no access token"), ("missing", "not found"), ("abcde", "too short")],
+)
+def test_config_check_refuses_what_run_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str | None, expect: str
+) -> None:
+    """Regression (issue 12 item 14): `config check` said OK to a preview bound to 0.0.0.0
+    without a token file, with a missing token file and with a 5-character token, all of
+    which `run` refuses; both now share one validation (firmware.runtime.preflight)."""
+    text = '[preview]\nenabled = true\nbind = "0.0.0.0"\n'
+    if token is not None:
+        token_file = tmp_path / "token"
+        if token != "missing":
+            token_file.write_text(token + "\n")
+        text += f'token_file = "{token_file}"\n'
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert main(["config", "check", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "OK" not in out.out
+    assert "preview.token_file:" in out.err and expect in out.err, out.err
+    good = tmp_path / "good-token"
+    good.write_text("k7Qw9-xV2pL.rT4m_zY8\n")
+    path.write_text(text.split("token_file")[0] + f'token_file = "{good}"\n')
+    assert main(["config", "check", str(path)]) == 0, capsys.readouterr().err

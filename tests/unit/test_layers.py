@@ -40,6 +40,7 @@ RANKS: dict[str, int] = {
     "firmware.runtime.sdnotify": 9,
     "firmware.runtime.health": 10,
     "firmware.preview": 10,
+    "firmware.runtime.preflight": 11,  # checks the files a config names: mqtt and preview
     "firmware.diagnostics": 11,
     "firmware.runtime.service": 12,
     "firmware.jobs": 13,

@@ -13,6 +13,7 @@ from firmware.config.settings import from_dict
 from firmware.errors import ConfigError, UsageError
 from provisioning import device_config, skeleton
 from provisioning.inventory.loader import load as load_inventory
+from provisioning.inventory.schema import ssh_key_problem
 from tests.unit.test_provision_support import ssh_key, write_fleet
 
 BAD = """
@@ -179,8 +180,6 @@ def test_device_lookup(tmp_path: Path) -> None:
 
 def test_toml_writer_round_trips_what_configs_hold() -> None:
     """Zones (arrays of tables), quotes, unicode, floats and nested tables survive tomllib."""
-    from provisioning import tomlwrite
-
     data = {
         "site": 'a "quoted"\\ name\n',
         "n": 3,
@@ -194,8 +193,61 @@ def test_toml_writer_round_trips_what_configs_hold() -> None:
         },
         "mqtt": {"tls": {"ca_file": "/etc/anoncam/tls/ca.crt"}, "prefix": "ä/b"},
     }
-    text = tomlwrite.dumps(data, header="two\nlines")
+    text = device_config.to_toml(data, header="two\nlines")
     back = tomllib.loads(text)
     expected = {k: v for k, v in data.items() if v is not None}
     assert back == expected
     assert text.startswith("# two\n# lines\n")
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x00", "\x1b", "\x9f", "\u2028"])
+def test_toml_writer_escapes_every_control_character(char: str) -> None:
+    """Regression (issue 8 item 6): the hand-written writer put a raw DEL into the file, which
+    tomllib then refused (a TOMLDecodeError instead of a clear error); tomli-w escapes it."""
+    value = f"x{char}y"
+    text = device_config.to_toml({"a": value})
+    assert tomllib.loads(text) == {"a": value}
+
+
+def test_a_line_break_in_an_ssh_key_is_refused(tmp_path: Path) -> None:
+    """Regression: a key followed by '\\n' and a second line with `command="..."` passed (only
+    the first line was checked) and went verbatim into firstrun.sh and cloud-init user-data, so
+    the card got an extra authorized_keys line with options nobody checked."""
+    path = write_fleet(tmp_path)
+    injected = ssh_key() + '\\ncommand=\\"touch /tmp/x\\" ' + ssh_key(seed=9)
+    path.write_text(path.read_text().replace(ssh_key(), injected, 1))
+    assert "\n" in tomllib.loads(path.read_text())["fleet"]["ssh_authorized_keys"][0]
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    problems = dict(info.value.problems)
+    assert "line break" in problems["fleet.ssh_authorized_keys"], problems
+    assert ssh_key_problem(ssh_key() + "\r" + ssh_key(seed=9)) is not None
+    assert ssh_key_problem(ssh_key()) is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ('ssid = "store-cams"', 'ssid = "c\\npsk=x\\nkey-mgmt=none"', "fleet.wifi.ssid"),
+        (
+            'username = "dashboard"',
+            'username = "dashboard"\ndescription = "a\\u001b[2Jb"',
+            "subscribers.0.description",
+        ),
+        ('id = "store-042"', 'id = "store-042"\nname = "Main\\u007fStreet"', "sites.0.name"),
+        ('password_file = "wifi.txt"', 'password_file = "wifi\\r.txt"', "fleet.wifi.password_file"),
+    ],
+)
+def test_control_characters_in_inventory_strings_are_refused(
+    tmp_path: Path, old: str, new: str, field: str
+) -> None:
+    """Regression: `ssid = "c\\npsk=x\\nkey-mgmt=none"` was accepted and injected lines into the
+    NetworkManager keyfile; any inventory string with a control character now names its field."""
+    path = write_fleet(tmp_path, wifi=True)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    flagged = {p for p, m in info.value.problems if "control character" in m}
+    assert field in flagged, info.value.problems

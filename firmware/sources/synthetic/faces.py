@@ -89,6 +89,18 @@ def crop_head(
     return crop, (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)
 
 
+def reference_photos() -> list[tuple[str, Image, tuple[float, float, float, float]]]:
+    """The two whole portraits (astronaut, cameraman) with their face boxes: what a derived
+    model must find before the detector uses it. SourceError without scikit-image."""
+    from firmware.media.image import read_image
+
+    data = skimage_data_dir()
+    return [
+        ("astronaut.png", read_image(data / "astronaut.png"), _ASTRONAUT_FACE),
+        ("camera.png", read_image(data / "camera.png"), _CAMERAMAN_FACE),
+    ]
+
+
 @lru_cache(maxsize=1)
 def load_faces() -> tuple[FaceSource, ...]:
     """The face photos: astronaut, cameraman, then the 100 LFW faces. Read once per process."""
