@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware.errors import DetectorError
+from firmware.detect.session import BoundedSession
 from firmware.frames import Detections, Image, check_image
 from firmware.media.resize import resize_bgr_to_rgb
 from firmware.models.verify import VerifiedModel, verify
@@ -93,8 +92,6 @@ class CenterFace:
         timeout_s: float | None = None,
         check_hash: bool = True,
     ) -> None:
-        import onnxruntime as ort  # heavy; imported only when a detector is built
-
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if detect_size is not None and (detect_size[0] < 32 or detect_size[1] < 32):
@@ -104,26 +101,15 @@ class CenterFace:
         self.detect_size = detect_size
         self.nms_iou = nms_iou
         self.timeout_s = timeout_s
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # the model triggers ~160 harmless warnings at level 2
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # The face and person sessions alternate in one process: with onnxruntime's default
-        # spin-waiting, the threads of the idle session burn the cores the other one needs
-        # (CenterFace 32.9 -> 18.2 ms per run with 2 threads when spinning is off).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._ort = ort
-        self._session = ort.InferenceSession(
-            str(self.model.path), opts, providers=["CPUExecutionProvider"]
+        self._session = BoundedSession(
+            self.model.path, list(self.model.spec.outputs), threads=threads, timeout_s=timeout_s
         )
         self._input = self.model.spec.input
-        self._outputs = list(self.model.spec.outputs)
         self._multiple = self.model.spec.input_multiple
         self._stride = self.model.spec.stride
         # One warm-up run: the first inference allocates arenas and is several times slower.
         warm = np.zeros((1, 3, self._multiple * 4, self._multiple * 4), np.float32)
-        self._session.run(self._outputs, {self._input: warm})
+        self._session.warm_up({self._input: warm})
         if self.model.derived:
             from firmware.detect.selftest import prove
 
@@ -154,27 +140,11 @@ class CenterFace:
         return blob, s, rw, rh
 
     def _run(self, blob: NDArray[np.float32]) -> list[NDArray[np.float32]]:
-        options = self._ort.RunOptions()
-        timer: threading.Timer | None = None
-        if self.timeout_s is not None:
-            # onnxruntime checks this flag between kernels, so a stuck run ends promptly.
-            timer = threading.Timer(self.timeout_s, lambda: setattr(options, "terminate", True))
-            timer.daemon = True
-            timer.start()
-        try:
-            out: list[NDArray[np.float32]] = self._session.run(
-                self._outputs, {self._input: blob}, options
-            )
-        except Exception as exc:  # onnxruntime raises untyped errors (Fail, RuntimeException)
-            timed_out = bool(options.terminate)
-            raise DetectorError(
-                "face detection timed out" if timed_out else f"face detection failed: {exc}",
-                hint="the frame was masked entirely; check CPU load or lower detector.detect_width",
-            ) from exc
-        finally:
-            if timer is not None:
-                timer.cancel()
-        return out
+        return self._session.run(
+            {self._input: blob},
+            what="face detection",
+            hint="the frame was masked entirely; check CPU load or lower detector.detect_width",
+        )
 
     def __call__(self, image: Image) -> Detections:
         check_image(image)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from firmware.config.settings import PeopleConfig
+from firmware.detect.session import BoundedSession
 from firmware.errors import DetectorError
 from firmware.frames import Detections, Image, check_image
 from firmware.media.resize import resize_bgr
@@ -115,8 +115,6 @@ class NanoDet:
         nms_iou: float = 0.5,
         timeout_s: float | None = None,
     ) -> None:
-        import onnxruntime as ort  # heavy; imported only when a detector is built
-
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         w, h = detect_size
@@ -127,23 +125,12 @@ class NanoDet:
         self.detect_size = (int(w), int(h))
         self.nms_iou = nms_iou
         self.timeout_s = timeout_s
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # The face and person sessions alternate in one process: with onnxruntime's default
-        # spin-waiting, the threads of the idle session burn the cores the other one needs
-        # (CenterFace 32.9 -> 18.2 ms per run with 2 threads when spinning is off).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._ort = ort
-        self._session = ort.InferenceSession(
-            str(self.model.path), opts, providers=["CPUExecutionProvider"]
+        self._session = BoundedSession(
+            self.model.path, list(self.model.spec.outputs), threads=threads, timeout_s=timeout_s
         )
         self._input = self.model.spec.input
-        self._outputs = list(self.model.spec.outputs)
         self._blob = np.zeros((1, 3, h, w), np.float32)
-        self._session.run(self._outputs, {self._input: self._blob})  # warm-up: arenas
+        self._session.warm_up({self._input: self._blob})
         logger.info(
             "NanoDet ready: %s, threshold %.2f, detect size %dx%d, %d threads",
             self.model.path,
@@ -166,26 +153,11 @@ class NanoDet:
         return float(s)
 
     def _run(self) -> list[NDArray[np.float32]]:
-        options = self._ort.RunOptions()
-        timer: threading.Timer | None = None
-        if self.timeout_s is not None:
-            timer = threading.Timer(self.timeout_s, lambda: setattr(options, "terminate", True))
-            timer.daemon = True
-            timer.start()
-        try:
-            out: list[NDArray[np.float32]] = self._session.run(
-                self._outputs, {self._input: self._blob}, options
-            )
-        except Exception as exc:  # onnxruntime raises untyped errors (Fail, RuntimeException)
-            timed_out = bool(options.terminate)
-            raise DetectorError(
-                "person detection timed out" if timed_out else f"person detection failed: {exc}",
-                hint="the frame was masked entirely; check CPU load or lower people.detect_width",
-            ) from exc
-        finally:
-            if timer is not None:
-                timer.cancel()
-        return out
+        return self._session.run(
+            {self._input: self._blob},
+            what="person detection",
+            hint="the frame was masked entirely; check CPU load or lower people.detect_width",
+        )
 
     def __call__(self, image: Image) -> Detections:
         check_image(image)
