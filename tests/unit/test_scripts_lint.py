@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [ROOT / ".ci" / "run"] + [
     p
     for p in sorted((ROOT / "scripts").iterdir())
-    if p.read_bytes().startswith(b"#!/usr/bin/env bash")
+    if p.is_file() and p.read_bytes().startswith(b"#!/usr/bin/env bash")
 ]
+# Helpers of scripts (scripts/NAME.d/): sourced libraries and scripts run by them.
+HELPERS = sorted((ROOT / "scripts").glob("*.d/*.sh"))
 
 
 def test_scripts_are_executable_and_pass_shellcheck() -> None:
@@ -23,5 +25,10 @@ def test_scripts_are_executable_and_pass_shellcheck() -> None:
         assert script.stat().st_mode & 0o111, f"{script} is not executable"
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (scripts/setup installs it)")
-    proc = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS + HELPERS)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout
