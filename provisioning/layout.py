@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Final
 
+from firmware.mqtt.connect import CREDENTIAL_NAME as FIRMWARE_CREDENTIAL_NAME
+from firmware.mqtt.connect import INSTALLED_CREDENTIALS
+
 SERVICE_USER: Final = "anoncam"
 SERVICE_NAME: Final = "anoncam.service"
 
 ETC_DIR: Final = "/etc/anoncam"
 CONFIG_PATH: Final = "/etc/anoncam/config.toml"
-CREDENTIALS_DIR: Final = "/etc/anoncam/credentials"
-PASSWORD_PATH: Final = "/etc/anoncam/credentials/mqtt-password"
+CREDENTIALS_DIR: Final = str(INSTALLED_CREDENTIALS)  # one copy: firmware reads it too
+PASSWORD_PATH: Final = f"{CREDENTIALS_DIR}/{FIRMWARE_CREDENTIAL_NAME}"
 CLIENT_KEY_PATH: Final = "/etc/anoncam/credentials/mqtt-client.key"
 TLS_DIR: Final = "/etc/anoncam/tls"
 BROKER_CA_PATH: Final = "/etc/anoncam/tls/broker-ca.crt"
@@ -29,7 +32,7 @@ UNIT_PATH: Final = "/etc/systemd/system/anoncam.service"
 FIRSTBOOT_LOG: Final = "/var/log/anoncam-firstboot.log"
 
 #: systemd credential name; firmware.mqtt.connect reads ``$CREDENTIALS_DIRECTORY/mqtt-password``.
-CREDENTIAL_NAME: Final = "mqtt-password"
+CREDENTIAL_NAME: Final = FIRMWARE_CREDENTIAL_NAME
 
 #: Where Raspberry Pi OS mounts the FAT boot partition since Bookworm.
 BOOT_MOUNT: Final = "/boot/firmware"

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 #: systemd ``LoadCredential=mqtt-password:/path`` puts the secret in ``$CREDENTIALS_DIRECTORY``.
 CREDENTIAL_NAME = "mqtt-password"
 
+#: Where a provisioned camera keeps the credential the unit loads (provisioning's layout uses
+#: this): read directly when no systemd credential is there, e.g. ``sudo anoncam diagnose``.
+INSTALLED_CREDENTIALS = Path("/etc/anoncam/credentials")
+
 # CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes onto them).
 _UNSUPPORTED_PROTOCOL = 0x84
 _AUTH_REFUSALS = frozenset(
@@ -54,11 +58,18 @@ class ConnectFailure:
     fatal: bool
 
 
-def read_password(config: MqttConfig, *, environ: Mapping[str, str] | None = None) -> str | None:
+def read_password(
+    config: MqttConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    installed: Path = INSTALLED_CREDENTIALS,
+) -> str | None:
     """The MQTT password, or None for no password.
 
     ``mqtt.password_file`` wins when set; otherwise, when a user name is set, a systemd credential
-    named ``mqtt-password`` (``LoadCredential=``) is used if present. One trailing newline is
+    named ``mqtt-password`` (``LoadCredential=``) is used if present, else the installed one the
+    unit loads it from (``installed``/mqtt-password, readable by root and the service user), so a
+    field tech's ``sudo anoncam diagnose`` tests the camera's real login. One trailing newline is
     stripped, since ``echo secret > file`` adds one. The password is never logged.
     """
     env = os.environ if environ is None else environ
@@ -76,6 +87,9 @@ def read_password(config: MqttConfig, *, environ: Mapping[str, str] | None = Non
             path = Path(cred_dir) / CREDENTIAL_NAME
             if path.is_file():
                 return _read_secret(path, field=f"systemd credential {CREDENTIAL_NAME}")
+        fallback = installed / CREDENTIAL_NAME
+        if os.access(fallback, os.R_OK) and fallback.is_file():
+            return _read_secret(fallback, field=f"installed credential {fallback}")
     return None
 
 
