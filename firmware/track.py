@@ -257,13 +257,16 @@ class Tracker:
         )
 
     def predict_boxes(self, t_ns: int) -> NDArray[np.float32]:
-        """``(N, 4)`` boxes of every live track (tentative ones too) predicted at ``t_ns``, without
-        changing any state: where people are between two person detections (head masking)."""
-        if len(self) == 0:
+        """``(N, 4)`` boxes, predicted at ``t_ns``, of every live track (tentative ones too) not
+        matched to a detection at ``t_ns``, without changing any state: where people are between
+        two person detections, or where a person the detector just missed is (head masking;
+        the matched ones are the detections themselves)."""
+        unseen = self._last_ns < int(t_ns)
+        if not unseen.any():
             return np.zeros((0, 4), np.float32)
-        elapsed_s = np.maximum(int(t_ns) - self._last_ns, 0).astype(np.float64) / _NS_PER_S
-        centre = self._centre + self._velocity * elapsed_s[:, None]
-        half = self._size / 2.0
+        elapsed_s = (int(t_ns) - self._last_ns[unseen]).astype(np.float64) / _NS_PER_S
+        centre = self._centre[unseen] + self._velocity[unseen] * elapsed_s[:, None]
+        half = self._size[unseen] / 2.0
         out: NDArray[np.float32] = np.concatenate([centre - half, centre + half], axis=1).astype(
             np.float32
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -62,6 +63,9 @@ CONFIG_TXT = (
 ENV = ["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
 
 
+logger = logging.getLogger(__name__)
+
+
 @dataclass
 class Summary:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -70,7 +74,7 @@ class Summary:
 
     def check(self, name: str, ok: bool, detail: Any = None) -> bool:
         self.checks[name] = {"ok": bool(ok), "detail": detail}
-        print(f"pi-emulate: {'PASS' if ok else 'FAIL'} {name}: {detail}", file=sys.stderr)
+        logger.info("%s %s: %s", "PASS" if ok else "FAIL", name, detail)
         return ok
 
     @property
@@ -100,7 +104,7 @@ class Timer:
     def __exit__(self, *exc: object) -> None:
         secs = round(time.monotonic() - self.start, 1)
         self.summary.timings[self.name] = secs
-        print(f"pi-emulate: TIME {self.name}: {secs} s", file=sys.stderr)
+        logger.info("TIME %s: %s s", self.name, secs)
 
 
 def _run(
@@ -506,7 +510,7 @@ def chroot_main(root: Path, work: Path, json_path: Path, timings: Path | None) -
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     passed = sum(c["ok"] for c in summary.checks.values())
-    print(f"pi-emulate: {passed} of {len(summary.checks)} checks passed", file=sys.stderr)
+    logger.info("%d of %d checks passed", passed, len(summary.checks))
     return 0 if summary.ok else 1
 
 
@@ -519,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--json", type=Path, required=True)
     c.add_argument("--timings", type=Path, default=None)
     args = p.parse_args(argv)
+    # This module's entry point is the one place that decides where its log goes.
+    logging.basicConfig(level=logging.INFO, format="pi-emulate: %(message)s", stream=sys.stderr)
     return chroot_main(args.root, args.work, args.json, args.timings)
 
 

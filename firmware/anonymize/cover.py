@@ -165,7 +165,7 @@ class Anonymizer:
         """
         check_image(image)
         out = image.copy()
-        b = np.asarray(boxes, np.float32).reshape(-1, np.asarray(boxes).shape[-1] or 4)
+        b = np.asarray(boxes, np.float32)
         regions = [(r, self.shape) for r in self.mask_regions(image, b[:, :4])] if b.size else []
         if exact is not None and len(exact):
             e = np.asarray(exact, np.float32).reshape(-1, 4)

@@ -30,7 +30,7 @@ SIDE_FRACTION = 0.08
 def head_boxes(people: NDArray[np.floating], width: int, height: int) -> NDArray[np.float32]:
     """``(N, 4)`` head regions, in pixels clipped to a ``width`` x ``height`` frame, for ``(N, 4+)``
     person boxes; boxes that end up empty (a person box entirely outside the frame) are dropped."""
-    b = np.asarray(people, np.float32).reshape(-1, np.asarray(people).shape[-1] or 4)[:, :4]
+    b = np.asarray(people, np.float32)[:, :4]
     if len(b) == 0:
         return np.zeros((0, 4), np.float32)
     w = np.maximum(b[:, 2] - b[:, 0], 1.0)
