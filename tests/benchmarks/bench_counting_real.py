@@ -1,0 +1,159 @@
+"""Counting on real footage against hand-annotated truth: person counting and face counting.
+
+The clip is ``vtest.avi`` from Debian's ``opencv-doc`` (real pedestrians filmed from an
+elevated corner, in both directions, in groups, some walking away from the camera, one far
+away). It is not committed: ``--fetch`` downloads the package with ``apt-get download`` (Debian's
+mirror, the only place it comes from) into ``~/.cache/anoncam/footage`` and checks its SHA-256.
+The truth (``tests/data/footage/vtest_crossings.json``) was annotated by hand; the file says how.
+
+For each mode it prints true and counted entries and exits, the crossings matched one-to-one
+within +-1 s, the misses and false counts, and the pipeline's frames per second with the
+person and face detectors' milliseconds per call. A script that prints figures, not a test.
+
+    python -m tests.benchmarks.bench_counting_real --fetch
+    python -m tests.benchmarks.bench_counting_real --mode people --people-size 384x288
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware.anonymize.cover import Anonymizer
+from firmware.anonymize.hold import MaskHold
+from firmware.anonymize.stage import AnonymizingStage
+from firmware.config.settings import Config
+from firmware.count import LineCounter
+from firmware.detect import nanodet
+from firmware.detect.centerface import CenterFace
+from firmware.fsutil import sha256_file
+from firmware.outbox import Outbox
+from firmware.runtime.pipeline import LoopStats, PeopleStage, WallClock
+from firmware.runtime.pipeline import run as run_loop
+from firmware.sources.synthetic.people import Crossing
+from firmware.sources.video import VideoFileSource
+from firmware.track import Tracker
+from firmware.windows import WindowAggregator
+from tests.benchmarks.bench_counting import RecordingCounter, pair
+
+TRUTH = Path(__file__).resolve().parents[1] / "data" / "footage" / "vtest_crossings.json"
+CACHE = Path.home() / ".cache" / "anoncam" / "footage"
+CLIP_IN_DEB = "usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def fetch_clip(sha256: str) -> Path:
+    """``vtest.avi`` in the cache, downloaded from Debian's ``opencv-doc`` if missing."""
+    clip = CACHE / "vtest.avi"
+    if clip.is_file() and sha256_file(clip) == sha256:
+        return clip
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="anoncam-footage-") as tmp:
+        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+        deb = next(Path(tmp).glob("opencv-doc_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+        (Path(tmp) / "x" / CLIP_IN_DEB).replace(clip)
+    if sha256_file(clip) != sha256:
+        raise SystemExit(f"{clip}: SHA-256 differs from {TRUTH}'s; the package changed")
+    return clip
+
+
+def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int, int]) -> str:
+    """One run of the real frame loop over ``clip``; the report line for it."""
+    config = Config.model_validate(
+        {
+            "people": {
+                "enabled": mode == "people",
+                "detect_width": people_size[0],
+                "detect_height": people_size[1],
+            },
+            "counter": {"line": truth["line"], "inside": truth["inside"]},
+        }
+    )
+    source = VideoFileSource(clip)
+    width, height = source.size
+    stage = AnonymizingStage(
+        CenterFace(),
+        Anonymizer(config.anonymizer.mode, config.anonymizer.shape, config.anonymizer.mask_scale),
+        MaskHold(config.anonymizer.hold_s),
+    )
+    tracker = Tracker(config.tracker)
+    counter = RecordingCounter(LineCounter(config.counter, width, height))
+    people = (
+        PeopleStage(
+            nanodet.from_config(config.people),
+            tracker,
+            counter,
+            every=config.people.every_n_frames,
+            heads=config.people.head_masking,
+        )
+        if mode == "people"
+        else None
+    )
+    with tempfile.TemporaryDirectory(prefix="anoncam-bench-") as tmp:
+        outbox = Outbox(Path(tmp) / "outbox.sqlite3")
+        try:
+            aggregator = WindowAggregator(outbox, site="bench", device="real", window_s=10)
+            started = time.perf_counter()
+            stats = run_loop(
+                source,
+                stage,
+                tracker,
+                counter,
+                aggregator,
+                clock=WallClock(live=False, epoch_ns=0),
+                stop=threading.Event(),
+                stats=LoopStats(),
+                people=people,
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            outbox.close()
+            source.close()
+    crossings = [Crossing(float(t), d) for t, d in truth["crossings"]]
+    missed, extra = pair(counter.events, crossings, 1.0)
+    matched = len(crossings) - len(missed)
+    entries = sum(e.direction == "entry" for e in counter.events)
+    exits = len(counter.events) - entries
+    true_entries = sum(c.direction == "entry" for c in crossings)
+    label = f"{mode} {people_size[0]}x{people_size[1]}" if mode == "people" else mode
+    return (
+        f"{label:<16} true in/out {true_entries}/{len(crossings) - true_entries}  "
+        f"counted {entries}/{exits}  matched {matched}/{len(crossings)} "
+        f"({matched / (len(crossings) + len(extra)):.1%})  "
+        f"missed {[(c.t_s, c.direction) for c in missed]}  "
+        f"extra {[(round(e.t_s, 1), e.direction) for e in extra]}  "
+        f"{stats.frames / elapsed:.1f} fps  person {stats.people_ms_ewma:.1f} ms  "
+        f"face {stats.detect_ms_ewma:.1f} ms"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clip", type=Path, help="vtest.avi (default: the cache; see --fetch)")
+    p.add_argument("--fetch", action="store_true", help="download the clip with apt if missing")
+    p.add_argument("--mode", choices=("people", "faces", "both"), default="both")
+    p.add_argument("--people-size", default="384x288", help="person detection size WxH")
+    args = p.parse_args(argv)
+    truth = json.loads(TRUTH.read_text())
+    clip = args.clip or CACHE / "vtest.avi"
+    if args.fetch:
+        clip = fetch_clip(truth["sha256"])
+    if not clip.is_file():
+        print(f"no clip at {clip}; fix: rerun with --fetch (needs apt)", file=sys.stderr)
+        return 2
+    w, h = (int(v) for v in args.people_size.split("x"))
+    modes = ("people", "faces") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        print(measure(clip, truth, mode, (w, h)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
