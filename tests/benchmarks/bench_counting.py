@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from firmware.anonymize.cover import Anonymizer
 from firmware.anonymize.hold import MaskHold
@@ -48,8 +49,9 @@ from firmware.config.settings import Config
 from firmware.count import FrameCounts, LineCounter
 from firmware.detect.centerface import CenterFace
 from firmware.outbox import Outbox
-from firmware.runtime.pipeline import LoopStats, WallClock
+from firmware.runtime.pipeline import LoopStats, PeopleStage, WallClock
 from firmware.runtime.pipeline import run as run_loop
+from firmware.sources.base import FrameSource
 from firmware.sources.synthetic.people import Crossing
 from firmware.sources.synthetic.scene import SyntheticScene
 from firmware.track import Tracker, TrackUpdate
@@ -170,6 +172,50 @@ def match(
     return len(truth) - len(missed), len(missed), len(extra)
 
 
+def run_counted(
+    source: FrameSource,
+    config: Config,
+    detector: CenterFace,
+    counter: RecordingCounter,
+    *,
+    fps: float,
+    people: PeopleStage | None = None,
+) -> tuple[LoopStats, float, list[dict[str, Any]]]:
+    """``source`` through the real frame loop (CenterFace stage, ``config``'s tracker, the
+    counter; person tracks instead with ``people``) into a throw-away outbox. Returns the loop's
+    figures, its wall time in seconds and the closed windows' payloads."""
+    stage = AnonymizingStage(
+        detector,
+        Anonymizer(config.anonymizer.mode, config.anonymizer.shape, config.anonymizer.mask_scale),
+        MaskHold(config.anonymizer.hold_s),
+    )
+    with tempfile.TemporaryDirectory(prefix="anoncam-bench-") as tmp:
+        outbox = Outbox(Path(tmp) / "outbox.sqlite3")
+        try:
+            aggregator = WindowAggregator(
+                outbox, site="bench", device="counting", window_s=config.windows.seconds
+            )
+            clock = WallClock(live=False, epoch_ns=0)
+            started = time.perf_counter()
+            stats = run_loop(
+                source,
+                stage,
+                people.tracker if people is not None else Tracker(config.tracker),
+                counter,
+                aggregator,
+                clock=clock,
+                stop=threading.Event(),
+                stats=LoopStats(),
+                people=people,
+            )
+            elapsed = time.perf_counter() - started
+            aggregator.flush(clock(round(stats.frames * _NS / fps)))
+            rows = [json.loads(r.payload) for r in outbox.pending(limit=100_000)]
+        finally:
+            outbox.close()
+    return stats, elapsed, rows
+
+
 def measure(
     density: Density,
     *,
@@ -194,36 +240,11 @@ def measure(
         mean_gap_s=density.mean_gap_s,
     )
     detector.detect_size = detect_size
-    stage = AnonymizingStage(
-        detector,
-        Anonymizer(config.anonymizer.mode, config.anonymizer.shape, config.anonymizer.mask_scale),
-        MaskHold(config.anonymizer.hold_s),
-    )
     counter = RecordingCounter(LineCounter(config.counter, width, height))
-    with tempfile.TemporaryDirectory(prefix="anoncam-bench-") as tmp:
-        outbox = Outbox(Path(tmp) / "outbox.sqlite3")
-        try:
-            aggregator = WindowAggregator(
-                outbox, site="bench", device="counting", window_s=config.windows.seconds
-            )
-            clock = WallClock(live=False, epoch_ns=0)
-            started = time.perf_counter()
-            stats = run_loop(
-                scene,
-                stage,
-                Tracker(config.tracker),
-                counter,
-                aggregator,
-                clock=clock,
-                stop=threading.Event(),
-                stats=LoopStats(),
-            )
-            elapsed = time.perf_counter() - started
-            aggregator.flush(clock(round(stats.frames * _NS / fps)))
-            rows = [json.loads(r.payload) for r in outbox.pending(limit=100_000)]
-        finally:
-            outbox.close()
-            scene.close()
+    try:
+        stats, elapsed, rows = run_counted(scene, config, detector, counter, fps=fps)
+    finally:
+        scene.close()
     truth = scene.crossings
     events = counter.events
     matched, missed, extra = match(events, truth, tolerance_s)

@@ -21,27 +21,19 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from firmware.anonymize.cover import Anonymizer
-from firmware.anonymize.hold import MaskHold
-from firmware.anonymize.stage import AnonymizingStage
 from firmware.config.settings import Config
 from firmware.count import LineCounter
 from firmware.detect import nanodet
 from firmware.detect.centerface import CenterFace
 from firmware.fsutil import sha256_file
-from firmware.outbox import Outbox
-from firmware.runtime.pipeline import LoopStats, PeopleStage, WallClock
-from firmware.runtime.pipeline import run as run_loop
+from firmware.runtime.pipeline import PeopleStage
 from firmware.sources.synthetic.people import Crossing
 from firmware.sources.video import VideoFileSource
 from firmware.track import Tracker
-from firmware.windows import WindowAggregator
-from tests.benchmarks.bench_counting import RecordingCounter, pair
+from tests.benchmarks.bench_counting import RecordingCounter, pair, run_counted
 
 TRUTH = Path(__file__).resolve().parents[1] / "data" / "footage" / "vtest_crossings.json"
 CACHE = Path.home() / ".cache" / "anoncam" / "footage"
@@ -55,9 +47,15 @@ def fetch_clip(sha256: str) -> Path:
         return clip
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="anoncam-footage-") as tmp:
-        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
-        deb = next(Path(tmp).glob("opencv-doc_*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+        try:
+            subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+            deb = next(Path(tmp).glob("opencv-doc_*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise SystemExit(
+                f"cannot fetch opencv-doc with apt ({exc}); fix: run on Debian with its "
+                f"mirror reachable, or pass --clip with a copy of {CLIP_IN_DEB}"
+            ) from exc
         (Path(tmp) / "x" / CLIP_IN_DEB).replace(clip)
     if sha256_file(clip) != sha256:
         raise SystemExit(f"{clip}: SHA-256 differs from {TRUTH}'s; the package changed")
@@ -78,17 +76,11 @@ def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int
     )
     source = VideoFileSource(clip)
     width, height = source.size
-    stage = AnonymizingStage(
-        CenterFace(),
-        Anonymizer(config.anonymizer.mode, config.anonymizer.shape, config.anonymizer.mask_scale),
-        MaskHold(config.anonymizer.hold_s),
-    )
-    tracker = Tracker(config.tracker)
     counter = RecordingCounter(LineCounter(config.counter, width, height))
     people = (
         PeopleStage(
             nanodet.from_config(config.people),
-            tracker,
+            Tracker(config.tracker),
             counter,
             every=config.people.every_n_frames,
             heads=config.people.head_masking,
@@ -96,26 +88,12 @@ def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int
         if mode == "people"
         else None
     )
-    with tempfile.TemporaryDirectory(prefix="anoncam-bench-") as tmp:
-        outbox = Outbox(Path(tmp) / "outbox.sqlite3")
-        try:
-            aggregator = WindowAggregator(outbox, site="bench", device="real", window_s=10)
-            started = time.perf_counter()
-            stats = run_loop(
-                source,
-                stage,
-                tracker,
-                counter,
-                aggregator,
-                clock=WallClock(live=False, epoch_ns=0),
-                stop=threading.Event(),
-                stats=LoopStats(),
-                people=people,
-            )
-            elapsed = time.perf_counter() - started
-        finally:
-            outbox.close()
-            source.close()
+    try:
+        stats, elapsed, _rows = run_counted(
+            source, config, CenterFace(), counter, fps=source.fps, people=people
+        )
+    finally:
+        source.close()
     crossings = [Crossing(float(t), d) for t, d in truth["crossings"]]
     missed, extra = pair(counter.events, crossings, 1.0)
     matched = len(crossings) - len(missed)
@@ -143,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     truth = json.loads(TRUTH.read_text())
     clip = args.clip or CACHE / "vtest.avi"
-    if args.fetch:
+    if args.fetch and args.clip is None:
         clip = fetch_clip(truth["sha256"])
     if not clip.is_file():
         print(f"no clip at {clip}; fix: rerun with --fetch (needs apt)", file=sys.stderr)
