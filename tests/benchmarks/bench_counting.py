@@ -47,7 +47,9 @@ from firmware.anonymize.hold import MaskHold
 from firmware.anonymize.stage import AnonymizingStage
 from firmware.config.settings import Config
 from firmware.count import FrameCounts, LineCounter
+from firmware.detect import nanodet
 from firmware.detect.centerface import CenterFace
+from firmware.detect.nanodet import NanoDet
 from firmware.outbox import Outbox
 from firmware.runtime.pipeline import LoopStats, PeopleStage, WallClock
 from firmware.runtime.pipeline import run as run_loop
@@ -227,9 +229,12 @@ def measure(
     seed: int,
     tolerance_s: float,
     detector: CenterFace,
+    person_detector: NanoDet | None = None,
 ) -> tuple[Result, list[Event], tuple[Crossing, ...]]:
-    """Run one scene through the real frame loop and compare with its truth."""
-    config = Config()  # the defaults a device ships with (tracker, counter, anonymizer)
+    """Run one scene through the real frame loop and compare with its truth. With
+    ``person_detector``, person tracks count (``[people]`` as a device ships it), not faces."""
+    # the defaults a device ships with (tracker, counter, anonymizer, people cadence)
+    config = Config.model_validate({"people": {"enabled": person_detector is not None}})
     scene = SyntheticScene(
         width,
         height,
@@ -241,8 +246,19 @@ def measure(
     )
     detector.detect_size = detect_size
     counter = RecordingCounter(LineCounter(config.counter, width, height))
+    people = (
+        PeopleStage(
+            person_detector,
+            Tracker(config.tracker),
+            counter,
+            every=config.people.every_n_frames,
+            heads=config.people.head_masking,
+        )
+        if person_detector is not None
+        else None
+    )
     try:
-        stats, elapsed, rows = run_counted(scene, config, detector, counter, fps=fps)
+        stats, elapsed, rows = run_counted(scene, config, detector, counter, fps=fps, people=people)
     finally:
         scene.close()
     truth = scene.crossings
@@ -340,6 +356,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="run only this density (repeatable)",
     )
+    p.add_argument(
+        "--people",
+        action="store_true",
+        help="count person tracks from the NanoDet person detector ([people] defaults) "
+        "instead of face tracks",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per density")
     p.add_argument(
         "--check",
@@ -387,11 +409,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if detect_size is not None and detect_size[0] >= width and detect_size[1] >= height:
         detect_size = None  # detecting at full size already
     detector = CenterFace(threads=2)
+    person_detector = None
+    if args.people:
+        person_detector = nanodet.from_config(
+            Config.model_validate({"people": {"enabled": True}}).people
+        )
     densities = [d for d in DENSITIES if not args.max_in_view or d.max_in_view in args.max_in_view]
     if not args.json:
         detect = "full size" if detect_size is None else f"{detect_size[0]}x{detect_size[1]}"
         print(
-            f"counting benchmark: {width}x{height} @ {args.fps:g} fps, detection at {detect}, "
+            f"counting benchmark: {width}x{height} @ {args.fps:g} fps, "
+            f"counting {'person' if args.people else 'face'} tracks, face detection at {detect}, "
             f"{_seeds(args.seed, args.seeds)}, match tolerance +-{args.tolerance:g} s, "
             f"target {TARGET:.0%}{' (quick)' if args.quick else ''}",
             flush=True,
@@ -411,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=seed,
                 tolerance_s=args.tolerance,
                 detector=detector,
+                person_detector=person_detector,
             )
             parts.append(part)
             if args.events and not args.json:

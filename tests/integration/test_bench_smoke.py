@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -16,19 +17,24 @@ from tests.support.scenes import REPO
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.slow
-def test_quick_counting_bench_runs_every_density() -> None:
-    """--quick --json prints one object per density (1 to 4 in view) with plausible figures;
-    the script itself fails (exit 1) if the windows do not add up to what the counter counted."""
+def _quick_rows(*extra: str) -> list[dict[str, Any]]:
+    """``bench-counting --quick --json`` with ``extra``: its rows; it must exit 0."""
     proc = subprocess.run(
-        [str(REPO / "scripts" / "bench-counting"), "--quick", "--json"],
+        [str(REPO / "scripts" / "bench-counting"), "--quick", "--json", *extra],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_quick_counting_bench_runs_every_density() -> None:
+    """--quick --json prints one object per density (1 to 4 in view) with plausible figures;
+    the script itself fails (exit 1) if the windows do not add up to what the counter counted."""
+    rows = _quick_rows()
     assert [r["max_in_view"] for r in rows] == [d.max_in_view for d in DENSITIES]
     for r in rows:
         assert r["frames"] == 100 and r["seconds"] == 10.0, r
@@ -38,6 +44,18 @@ def test_quick_counting_bench_runs_every_density() -> None:
         assert r["matched"] + r["extra"] == r["entries"] + r["exits"], r
         assert 0.0 <= r["match_accuracy"] <= 1.0
     assert sum(r["true_entries"] + r["true_exits"] for r in rows) > 0, "some crossings to count"
+
+
+@pytest.mark.slow
+def test_quick_counting_bench_counts_person_tracks_with_people() -> None:
+    """--people runs the person detector and its tracker through the same loop to the end,
+    and the windows add up to the counter's events."""
+    rows = _quick_rows("--people", "--max-in-view", "2")
+    assert [r["max_in_view"] for r in rows] == [2]
+    (r,) = rows
+    assert r["frames"] == 100 and r["fps"] > 0, r
+    assert (r["window_entries"], r["window_exits"]) == (r["entries"], r["exits"]), r
+    assert r["matched"] + r["missed"] == r["true_entries"] + r["true_exits"], r
 
 
 def test_matching_is_one_to_one_by_direction_within_tolerance() -> None:
