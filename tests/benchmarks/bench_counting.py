@@ -45,7 +45,7 @@ from typing import Any
 from firmware.anonymize.cover import Anonymizer
 from firmware.anonymize.hold import MaskHold
 from firmware.anonymize.stage import AnonymizingStage
-from firmware.config.settings import Config
+from firmware.config.settings import Config, PeopleConfig
 from firmware.count import FrameCounts, LineCounter
 from firmware.detect import nanodet
 from firmware.detect.centerface import CenterFace
@@ -181,11 +181,24 @@ def run_counted(
     counter: RecordingCounter,
     *,
     fps: float,
-    people: PeopleStage | None = None,
+    person_detector: NanoDet | None = None,
 ) -> tuple[LoopStats, float, list[dict[str, Any]]]:
     """``source`` through the real frame loop (CenterFace stage, ``config``'s tracker, the
-    counter; person tracks instead with ``people``) into a throw-away outbox. Returns the loop's
-    figures, its wall time in seconds and the closed windows' payloads."""
+    counter; person tracks as ``config.people`` sets them with ``person_detector``) into a
+    throw-away outbox. Returns the loop's figures, its wall time in seconds and the closed
+    windows' payloads."""
+    tracker = Tracker(config.tracker)
+    people = (
+        PeopleStage(
+            person_detector,
+            tracker,
+            counter,
+            every=config.people.every_n_frames,
+            heads=config.people.head_masking,
+        )
+        if person_detector is not None
+        else None
+    )
     stage = AnonymizingStage(
         detector,
         Anonymizer(config.anonymizer.mode, config.anonymizer.shape, config.anonymizer.mask_scale),
@@ -202,7 +215,7 @@ def run_counted(
             stats = run_loop(
                 source,
                 stage,
-                people.tracker if people is not None else Tracker(config.tracker),
+                tracker,
                 counter,
                 aggregator,
                 clock=clock,
@@ -246,19 +259,10 @@ def measure(
     )
     detector.detect_size = detect_size
     counter = RecordingCounter(LineCounter(config.counter, width, height))
-    people = (
-        PeopleStage(
-            person_detector,
-            Tracker(config.tracker),
-            counter,
-            every=config.people.every_n_frames,
-            heads=config.people.head_masking,
-        )
-        if person_detector is not None
-        else None
-    )
     try:
-        stats, elapsed, rows = run_counted(scene, config, detector, counter, fps=fps, people=people)
+        stats, elapsed, rows = run_counted(
+            scene, config, detector, counter, fps=fps, person_detector=person_detector
+        )
     finally:
         scene.close()
     truth = scene.crossings
@@ -411,9 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     detector = CenterFace(threads=2)
     person_detector = None
     if args.people:
-        person_detector = nanodet.from_config(
-            Config.model_validate({"people": {"enabled": True}}).people
-        )
+        person_detector = nanodet.from_config(PeopleConfig())
     densities = [d for d in DENSITIES if not args.max_in_view or d.max_in_view in args.max_in_view]
     if not args.json:
         detect = "full size" if detect_size is None else f"{detect_size[0]}x{detect_size[1]}"

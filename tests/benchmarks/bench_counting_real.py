@@ -29,10 +29,8 @@ from firmware.count import LineCounter
 from firmware.detect import nanodet
 from firmware.detect.centerface import CenterFace
 from firmware.fsutil import sha256_file
-from firmware.runtime.pipeline import PeopleStage
 from firmware.sources.synthetic.people import Crossing
 from firmware.sources.video import VideoFileSource
-from firmware.track import Tracker
 from tests.benchmarks.bench_counting import RecordingCounter, pair, run_counted
 
 TRUTH = Path(__file__).resolve().parents[1] / "data" / "footage" / "vtest_crossings.json"
@@ -77,20 +75,10 @@ def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int
     source = VideoFileSource(clip)
     width, height = source.size
     counter = RecordingCounter(LineCounter(config.counter, width, height))
-    people = (
-        PeopleStage(
-            nanodet.from_config(config.people),
-            Tracker(config.tracker),
-            counter,
-            every=config.people.every_n_frames,
-            heads=config.people.head_masking,
-        )
-        if mode == "people"
-        else None
-    )
+    person_detector = nanodet.from_config(config.people) if mode == "people" else None
     try:
         stats, elapsed, _rows = run_counted(
-            source, config, CenterFace(), counter, fps=source.fps, people=people
+            source, config, CenterFace(), counter, fps=source.fps, person_detector=person_detector
         )
     finally:
         source.close()
