@@ -91,7 +91,12 @@ def register(sub: Any) -> None:
         "--keep-audio", action="store_true", help="copy the audio track (default: dropped)"
     )
     p.add_argument(
-        "--model", type=Path, default=None, help="ONNX model (default: the fetched CenterFace)"
+        "--model",
+        type=Path,
+        default=None,
+        help="ONNX model (default: the int8 CenterFace when 'anoncam models quantize' made one "
+        "and this CPU has int8 dot-product instructions, else the fetched fp32 one; the line "
+        "'face model:' says which and why)",
     )
     p.set_defaults(func=run)
 
@@ -178,6 +183,12 @@ def _run(args: argparse.Namespace) -> int:
     detector, anonymizer = settings(args)
     pairs = plan(args.inputs, args.output)
     prepare_output(args.output, pairs)
+    if args.model is None:
+        from firmware.models.preferred import choose_face_model
+
+        choice = choose_face_model()
+        detector = detector.model_copy(update={"model": choice.path})
+        print(f"face model: {'int8' if choice.int8 else 'fp32'} ({choice.reason})", file=sys.stderr)
     # A file job waits for a slow frame rather than masking it whole: nothing is live here.
     stage = stage_from_settings(detector, anonymizer, deadline=False)
     worst = 0

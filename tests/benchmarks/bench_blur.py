@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tests.benchmarks.stage_profile import STAGES, StageProfile
+
 # The clip: SyntheticScene(640, 480, 15, 20, seed=11, max_in_view=3, mean_gap_s=0.5).
 CLIP_SIZE = (640, 480)
 CLIP_FPS = 15.0
@@ -183,6 +185,7 @@ class Clip:
     size: tuple[int, int]
     frames: list[NDArray[np.uint8]]
     truth: list[NDArray[np.float32]]
+    truth_kind: str  # "truth" (drawn, known) or "reference" (fp32 full-size detections)
 
     @property
     def faces(self) -> int:
@@ -208,7 +211,46 @@ def make_clip(workdir: Path, frames: int | None) -> Clip:
     with VideoFileSource(path) as src:
         decoded = [f.image for f in src.frames()]
     truth = [scene.truth(i, min_visible=MIN_VISIBLE) for i in range(len(decoded))]
-    return Clip(path, scene.describe(), codec, scene.size, decoded, truth)
+    return Clip(path, scene.describe(), codec, scene.size, decoded, truth, "truth")
+
+
+def vtest_clip() -> Path:
+    """OpenCV's ``vtest.avi`` (real pedestrians from an elevated camera, Debian's opencv-doc),
+    fetched and checked as the real-footage counting benchmark does."""
+    from tests.benchmarks.bench_counting_real import TRUTH, fetch_clip
+
+    return fetch_clip(json.loads(TRUTH.read_text())["sha256"])
+
+
+def external_clip(workdir: Path, source: Path, frames: int | None, model: Path | None) -> Clip:
+    """A clip we did not draw. Its faces are not annotated, so the reference is what the fp32
+    model at full size finds in each frame (threshold 0.2: the detector's default before the
+    int8 model): coverage then asks whether a faster default leaves any of those uncovered.
+    With ``frames``, the first N frames are re-encoded (H.264, crf 16) so both tools read the
+    same short file."""
+    from firmware.detect.centerface import CenterFace
+    from firmware.sources.video import VideoFileSource
+
+    if not source.is_file():
+        raise BenchError(f"{source}: no such clip; give a video file, 'vtest' or 'synthetic'")
+    with VideoFileSource(source) as src:
+        decoded = [f.image for _, f in zip(range(frames or 10**9), src.frames(), strict=False)]
+        fps, codec = src.rate, src.codec_name
+    if not decoded:
+        raise BenchError(f"{source}: no frames decoded")
+    h, w = decoded[0].shape[:2]
+    path = source
+    if frames is not None:
+        from firmware.media.video_writer import write_video
+
+        path = workdir / f"{source.stem}-{len(decoded)}.mp4"
+        codec, _ = write_video(decoded, path, fps=fps, size=(w, h), crf=16)
+        with VideoFileSource(path) as src:
+            decoded = [f.image for f in src.frames()]
+    log(f"reference faces: fp32 CenterFace at full size on {len(decoded)} frames")
+    ref = CenterFace(model, threshold=THRESHOLD, threads=2, check_hash=model is None)
+    truth = [ref(img).boxes.astype(np.float32) for img in decoded]
+    return Clip(path, f"{source.name}, not drawn by us", codec, (w, h), decoded, truth, "reference")
 
 
 # -- the bare detector --------------------------------------------------------------------------
@@ -338,6 +380,7 @@ class Tool:
     command: Callable[[Path, Path, bool], list[str]]  # (clip, output, solid) -> argv
     size: tuple[int, int] | None = None  # anoncam's detection size and threads, to compare
     threads: int = 2  # with the bare detector
+    model: str = "fp32"  # which bare detector configuration it runs ("fp32" or "int8")
     runs: list[RunResult] = field(default_factory=list)
     reported_fps: list[float] = field(default_factory=list)
     solid: Coverage | None = None
@@ -347,7 +390,12 @@ class Tool:
 
 
 def anoncam_tool(
-    label: str, extra: list[str], model: Path | None, size: tuple[int, int] | None, threads: int
+    label: str,
+    extra: list[str],
+    model: Path | None,
+    size: tuple[int, int] | None,
+    threads: int,
+    kind: str = "fp32",
 ) -> Tool:
     def command(clip: Path, out: Path, solid: bool) -> list[str]:
         cmd = [sys.executable, "-m", "firmware", "blur", str(clip), "-o", str(out), *extra]
@@ -355,7 +403,7 @@ def anoncam_tool(
             cmd += ["--model", str(model)]
         return cmd + (["--mode", "solid"] if solid else [])
 
-    return Tool(label, "anoncam", command, size, threads)
+    return Tool(label, "anoncam", command, size, threads, kind)
 
 
 def deface_tool(label: str, deface: Path, backend: str) -> Tool:
@@ -451,7 +499,12 @@ def int8_model(workdir: Path, given: Path | None, fp32: Path | None) -> tuple[Pa
 
     if given is not None:
         return given, f"{given} (given), sha256 {sha256_file(given)}"
-    from firmware.models.quantize import quantize
+    from firmware.models.quantize import default_int8_path, quantize
+    from firmware.models.verify import sidecar_path
+
+    installed = default_int8_path()
+    if fp32 is None and installed.is_file() and sidecar_path(installed).is_file():
+        return installed, f"{installed} (installed by setup), sha256 {sha256_file(installed)}"
 
     log("quantizing the model to int8 (built-in calibration set)")
     q = quantize(workdir / "centerface-int8.onnx", source=fp32)
@@ -557,6 +610,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"use the first N frames of the clip (default: all 300, {QUICK_FRAMES} with --quick)",
     )
     p.add_argument(
+        "--clip",
+        default="synthetic",
+        metavar="synthetic|vtest|FILE",
+        help="the clip: 'synthetic' (default; drawn faces with known truth), 'vtest' (real "
+        "pedestrians, OpenCV's vtest.avi from Debian's opencv-doc, fetched once into "
+        "~/.cache/anoncam/footage) or any video FILE; clips we did not draw have no truth, so "
+        "coverage and recall are against what fp32 at full size finds",
+    )
+    p.add_argument(
+        "--no-profile", action="store_true", help="skip the per-stage profile of anoncam blur"
+    )
+    p.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON"
     )
     args = p.parse_args(argv)
@@ -606,8 +671,12 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
         int8_model(workdir, args.int8_model, args.model) if use_int8 else (None, "")
     )
 
-    log("rendering the clip")
-    clip = make_clip(workdir, frames)
+    if args.clip == "synthetic":
+        log("rendering the clip")
+        clip = make_clip(workdir, frames)
+    else:
+        source = vtest_clip() if args.clip == "vtest" else Path(args.clip)
+        clip = external_clip(workdir, source, frames, args.model)
     n = len(clip.frames)
     full = clip.size
 
@@ -626,18 +695,31 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
 
     # 2. end to end, interleaved rounds
     fast = ["--detect-size", f"{FAST_SIZE[0]}x{FAST_SIZE[1]}"]
+    from firmware.models.preferred import choose_face_model
+
+    choice = choose_face_model() if args.model is None else None
+    default_model = "int8" if choice is not None and choice.int8 else "fp32"
     tools = [
-        anoncam_tool("anoncam blur (defaults)", [], args.model, None, 2),
-        anoncam_tool("anoncam blur --threads 1", ["--threads", "1"], args.model, None, 1),
-        anoncam_tool(f"anoncam blur {' '.join(fast)}", fast, args.model, FAST_SIZE, 2),
+        anoncam_tool(
+            f"anoncam blur (defaults: {default_model})", [], args.model, None, 2, default_model
+        ),
+        anoncam_tool(
+            "anoncam blur --threads 1", ["--threads", "1"], args.model, None, 1, default_model
+        ),
+        anoncam_tool(
+            f"anoncam blur {' '.join(fast)}", fast, args.model, FAST_SIZE, 2, default_model
+        ),
         anoncam_tool(
             f"anoncam blur {' '.join(fast)} --threads 1",
             [*fast, "--threads", "1"],
             args.model,
             FAST_SIZE,
             1,
+            default_model,
         ),
     ]
+    if default_model == "int8":
+        tools.insert(1, anoncam_tool("anoncam blur --model fp32", [], fp32.path, None, 2))
     if deface is not None:
         for backend in deface.backends:
             label = (
@@ -662,11 +744,33 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
         out = outdir / f"solid{i}.mp4"
         run_measured(tool.label + " (solid)", tool.command(clip.path, out, True), workdir)
         tool.solid = coverage(out, clip.truth)
+    # 4. where the time goes: each stage alone, for the default model and fp32
+    profiles: list[StageProfile] = []
+    if not args.no_profile:
+        from tests.benchmarks.stage_profile import profile_blur
+
+        variants: list[tuple[str, Path | None]] = [(f"defaults ({default_model})", args.model)]
+        if default_model == "int8":
+            variants.append(("--model fp32", fp32.path))
+        for label, model in variants:
+            log(f"per-stage profile: {label}")
+            model_arg = model
+            if model is None and choice is not None and choice.path is not None:
+                model_arg = choice.path
+            profiles.append(
+                profile_blur(clip.path, outdir / "profile.mp4", label=label, model=model_arg)
+            )
 
     # -- report -----------------------------------------------------------------------------
     def det(model: str, size: tuple[int, int] | None, threads: int) -> DetConfig:
         return next(
             c for c in configs if c.model == model and c.size == size and c.threads == threads
+        )
+
+    def find_det(model: str, size: tuple[int, int] | None, threads: int) -> DetConfig | None:
+        return next(
+            (c for c in configs if c.model == model and c.size == size and c.threads == threads),
+            None,
         )
 
     def sz(size: tuple[int, int] | None) -> str:
@@ -684,8 +788,14 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     )
     say(
         f"clip: {clip.description} -> {clip.path.name}, {n} frames "
-        f"{full[0]}x{full[1]} ({clip.codec}); {clip.faces} truth faces at least "
-        f"half in view, in {sum(len(t) > 0 for t in clip.truth)} frames"
+        f"{full[0]}x{full[1]} ({clip.codec}); "
+        + (
+            f"{clip.faces} truth faces at least half in view"
+            if clip.truth_kind == "truth"
+            else f"no truth: {clip.faces} reference faces (fp32 at full size, threshold "
+            f"{THRESHOLD}) stand in for it"
+        )
+        + f", in {sum(len(t) > 0 for t in clip.truth)} frames"
     )
     say(f"model: fp32 {fp32.path} (sha256 {fp32.sha256[:16]}...)")
     say(f"timing: {rounds} interleaved round(s); figures are median [min-max] over rounds")
@@ -721,11 +831,8 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
         ratio = (
             f"{med(wall) / med(best_deface.wall_fps(n)):.2f}x" if best_deface is not None else "-"
         )
-        if t.kind == "anoncam":
-            bare = det("fp32", t.size, t.threads)
-            vs_bare = f"{med(t.reported_fps) / med(bare.fps):.0%}"
-        else:
-            vs_bare = "-"
+        bare = find_det(t.model, t.size, t.threads) if t.kind == "anoncam" else None
+        vs_bare = f"{med(t.reported_fps) / med(bare.fps):.0%}" if bare is not None else "-"
         rows.append(
             [
                 t.label,
@@ -758,13 +865,29 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     else:
         say("  deface not run (--quick without --deface-venv, or --no-deface)")
     say(
-        "  'vs bare det.': the reported fps over the bare detector's (fp32, same "
+        "  'vs bare det.': the reported fps over the bare detector's (same model, "
         "input size and threads); the design target is >= 90 %"
     )
     say("")
+    if profiles:
+        say(
+            "per-stage profile of anoncam blur (each stage alone, in turn, in one thread; "
+            "ms per frame, wall / CPU; the job overlaps decode and encode with detection)"
+        )
+        rows = []
+        for prof in profiles:
+            wall, cpu = prof.per_frame(), prof.per_frame("cpu")
+            rows.append(
+                [prof.label]
+                + [f"{wall[k]:.1f} / {cpu[k]:.1f}" for k in STAGES]
+                + [f"{prof.total_wall_ms:.1f}"]
+            )
+        say(table(["blur", *STAGES, "sum (wall)"], rows))
+        say("")
     say(
-        "coverage (a second run with solid fill; a truth face at least half in "
-        "view is uncovered when under 95 % of the inner half of its box is dark)"
+        f"coverage (a second run with solid fill; a {clip.truth_kind} face "
+        + ("at least half in view " if clip.truth_kind == "truth" else "")
+        + "is uncovered when under 95 % of the inner half of its box is dark)"
     )
     rows = []
     for t in tools:
@@ -787,7 +910,7 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     )
     say("")
     say(
-        f"detector recall over the clip (truth faces at least half in view, found "
+        f"detector recall over the clip ({clip.truth_kind} faces, found "
         f"when IoU >= {IOU_MATCH} with a detection; threshold {THRESHOLD}; fps with 2 threads)"
     )
     rows = []
@@ -835,9 +958,10 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
         )
         say(
             f"int8 verdict: {kept}; {faster} on this machine (int8/fp32 fps "
-            f"{min(speed):.2f}-{max(speed):.2f}x over both sizes and thread counts). An option "
-            "('anoncam models quantize'), not the default: the manifest pins the fp32 file."
+            f"{min(speed):.2f}-{max(speed):.2f}x over both sizes and thread counts)."
         )
+    if choice is not None:
+        say(f"anoncam blur's default model here: {default_model} ({choice.reason})")
     say("")
     say(
         f"target: anoncam blur at least {TARGET_RATIO:.0f}x deface's frame rate at "
@@ -871,7 +995,13 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
             "quick": quick,
             "rounds": rounds,
             "frames": n,
+            "clip": str(clip.path),
+            "truth_kind": clip.truth_kind,
             "truth_faces": clip.faces,
+            "profile": [
+                {"label": p.label, "wall_ms": p.per_frame(), "cpu_ms": p.per_frame("cpu")}
+                for p in profiles
+            ],
             "detector": [
                 {
                     "model": c.model,

@@ -256,3 +256,24 @@ def test_bad_usage_exit_2(tmp_path: Path) -> None:
         )
     assert e.value.code == 2
     assert main(["blur", str(DATA / "astronaut.png"), "-o", str(tmp_path / "a.mp4")]) == 2
+
+
+def test_without_model_blur_names_the_face_model_it_chose(
+    tmp_path: Path, detector: CenterFace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --model, blur prints which face model it runs and why (int8 exactly where
+    choose_face_model picks it on this CPU), and the face is covered either way; --model wins
+    and prints no choice."""
+    from firmware.models.preferred import choose_face_model
+
+    src = DATA / "astronaut.png"
+    truth = np.array(FACES["astronaut.png"], np.float32)
+    choice = choose_face_model()
+    assert main(["blur", str(src), "-o", str(tmp_path / "default.png")]) == 0
+    err = capsys.readouterr().err
+    assert f"face model: {'int8' if choice.int8 else 'fp32'} ({choice.reason})" in err
+    assert _faces_in(detector, read_image(tmp_path / "default.png"), truth) < 0.3
+    fp32 = detector.model.path
+    assert main(["blur", str(src), "-o", str(tmp_path / "fp32.png"), "--model", str(fp32)]) == 0
+    assert "face model:" not in capsys.readouterr().err
+    assert _faces_in(detector, read_image(tmp_path / "fp32.png"), truth) < 0.3
