@@ -272,6 +272,7 @@ def test_without_model_blur_names_the_face_model_it_chose(
     assert main(["blur", str(src), "-o", str(tmp_path / "default.png")]) == 0
     err = capsys.readouterr().err
     assert f"face model: {'int8' if choice.int8 else 'fp32'} ({choice.reason})" in err
+    assert f"threshold {choice.threshold:g}" in err
     assert _faces_in(detector, read_image(tmp_path / "default.png"), truth) < 0.3
     fp32 = detector.model.path
     assert main(["blur", str(src), "-o", str(tmp_path / "fp32.png"), "--model", str(fp32)]) == 0

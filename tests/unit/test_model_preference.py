@@ -42,6 +42,7 @@ def test_int8_is_chosen_where_everything_holds(int8_file: Path) -> None:
     choice = choose_face_model(int8_file, XEON_VNNI, selftest_possible=True)
     assert choice.int8 and choice.path == int8_file
     assert "avx512_vnni" in choice.reason
+    assert choice.threshold < 0.2, "int8 scores small faces lower; its threshold makes up for it"
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,7 @@ def test_fp32_stays_where_int8_would_not_help_or_cannot_check_itself(
 ) -> None:
     choice = choose_face_model(int8_file, cpuinfo, selftest_possible=selftest)
     assert not choice.int8 and choice.path is None
-    assert why in choice.reason
+    assert why in choice.reason and choice.threshold == 0.2
 
 
 def test_no_int8_file_or_no_sidecar_means_fp32(tmp_path: Path, int8_file: Path) -> None:
