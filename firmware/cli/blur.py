@@ -125,13 +125,14 @@ def settings(args: argparse.Namespace) -> tuple[DetectorConfig, AnonymizerConfig
     from firmware.errors import UsageError
 
     width, height = args.detect_size if args.detect_size else (None, None)
-    detector = {
+    detector: dict[str, object] = {
         "model": args.model,
-        "threshold": 0.2 if args.threshold is None else args.threshold,
         "detect_width": width,
         "detect_height": height,
         "threads": args.threads,
     }
+    if args.threshold is not None:  # else the config's default (fp32's; see _run for int8)
+        detector["threshold"] = args.threshold
     anonymizer = {
         "mode": args.mode,
         "shape": args.shape,

@@ -5,18 +5,24 @@
     scripts/bench --workdir ~/bench             # keep the clip and deface's venv for next time
     python -m tests.benchmarks.bench_blur --deface-venv DIR --no-int8
 
+    scripts/bench --clip vtest --frames 300     # real footage (OpenCV's vtest.avi, Debian)
+    scripts/bench --clip shop.mp4               # any clip
+
 What it prints (figures, not pass/fail; exit 0 when every run worked, 1 when one failed,
 2 for bad usage or a missing model):
 
-- the clip: a synthetic scene of real face photos at 640x480, rendered once to H.264, and its
-  ground truth (faces at least half in view);
+- the clip: by default a synthetic scene of real face photos at 640x480, rendered once to
+  H.264, and its ground truth (faces at least half in view); ``--clip vtest`` or a file: a clip
+  we did not draw, whose reference faces are what fp32 at full size finds in each frame;
 - the bare detector: CenterFace called on frames already decoded in memory, at full size and
   at ``--detect-size 320x256``, with 1 and 2 threads (fp32, and int8 unless ``--no-int8``);
 - end to end: ``anoncam blur`` and ``deface`` as subprocesses on the same file, wall clock
   including start-up, the fps each tool prints, CPU seconds and peak resident memory;
 - coverage: a second run of each with solid fill, checking that the inner half of every truth
   face turned dark in every frame (as ``tests/integration/test_blur_cli.py`` does);
-- detector recall (IoU >= 0.3 with a truth face) for fp32 and int8, and the target line.
+- detector recall (IoU >= 0.3 with a truth face) for fp32 and int8, and the target line;
+- a per-stage profile of ``anoncam blur`` (decode, detect, hold, cover, look-back, encode),
+  for its default model and fp32 (``tests/benchmarks/stage_profile.py``).
 
 The machines this runs on are shared and noisy, so nothing is compared across runs: every
 configuration is measured in the same rounds, interleaved (the bare detector switches
