@@ -37,6 +37,7 @@ are taken against the faster one. That install is the only network use.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -240,7 +241,7 @@ def external_clip(workdir: Path, source: Path, frames: int | None, model: Path |
     if not source.is_file():
         raise BenchError(f"{source}: no such clip; give a video file, 'vtest' or 'synthetic'")
     with VideoFileSource(source) as src:
-        decoded = [f.image for _, f in zip(range(frames or 10**9), src.frames(), strict=False)]
+        decoded = [f.image for f in itertools.islice(src.frames(), frames)]
         fps, codec = src.rate, src.codec_name
     if not decoded:
         raise BenchError(f"{source}: no frames decoded")
@@ -402,7 +403,7 @@ def anoncam_tool(
     model: Path | None,
     size: tuple[int, int] | None,
     threads: int,
-    kind: str = "fp32",
+    model_kind: str = "fp32",
 ) -> Tool:
     def command(clip: Path, out: Path, solid: bool) -> list[str]:
         cmd = [sys.executable, "-m", "firmware", "blur", str(clip), "-o", str(out), *extra]
@@ -410,7 +411,7 @@ def anoncam_tool(
             cmd += ["--model", str(model)]
         return cmd + (["--mode", "solid"] if solid else [])
 
-    return Tool(label, "anoncam", command, size, threads, kind)
+    return Tool(label, "anoncam", command, size, threads, model_kind)
 
 
 def deface_tool(label: str, deface: Path, backend: str) -> Tool:
@@ -756,29 +757,35 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     if not args.no_profile:
         from tests.benchmarks.stage_profile import profile_blur
 
-        variants: list[tuple[str, Path | None]] = [(f"defaults ({default_model})", args.model)]
+        # (label, model, threshold): the defaults as anoncam blur resolves them
+        variants: list[tuple[str, Path | None, float | None]] = [
+            (
+                f"defaults ({default_model})",
+                choice.path if choice is not None else args.model,
+                choice.threshold if choice is not None else None,
+            )
+        ]
         if default_model == "int8":
-            variants.append(("--model fp32", fp32.path))
-        for label, model in variants:
+            variants.append(("--model fp32", fp32.path, None))
+        for label, model, threshold in variants:
             log(f"per-stage profile: {label}")
-            model_arg = model
-            if model is None and choice is not None and choice.path is not None:
-                model_arg = choice.path
             profiles.append(
-                profile_blur(clip.path, outdir / "profile.mp4", label=label, model=model_arg)
+                profile_blur(
+                    clip.path, outdir / "profile.mp4", label=label, model=model, threshold=threshold
+                )
             )
 
     # -- report -----------------------------------------------------------------------------
-    def det(model: str, size: tuple[int, int] | None, threads: int) -> DetConfig:
-        return next(
-            c for c in configs if c.model == model and c.size == size and c.threads == threads
-        )
-
     def find_det(model: str, size: tuple[int, int] | None, threads: int) -> DetConfig | None:
         return next(
             (c for c in configs if c.model == model and c.size == size and c.threads == threads),
             None,
         )
+
+    def det(model: str, size: tuple[int, int] | None, threads: int) -> DetConfig:
+        found = find_det(model, size, threads)
+        assert found is not None, (model, size, threads)
+        return found
 
     def sz(size: tuple[int, int] | None) -> str:
         return size_label(size, full)

@@ -51,6 +51,7 @@ def profile_blur(
     *,
     label: str,
     model: Path | None,
+    threshold: float | None = None,
     detect_size: tuple[int, int] | None = None,
     threads: int = 2,
     max_frames: int | None = None,
@@ -63,9 +64,15 @@ def profile_blur(
     from firmware.sources.video import VideoFileSource
 
     width, height = detect_size if detect_size else (None, None)
-    detector = DetectorConfig.model_validate(
-        {"model": model, "threads": threads, "detect_width": width, "detect_height": height}
-    )
+    settings: dict[str, object] = {
+        "model": model,
+        "threads": threads,
+        "detect_width": width,
+        "detect_height": height,
+    }
+    if threshold is not None:
+        settings["threshold"] = threshold
+    detector = DetectorConfig.model_validate(settings)
     stage = stage_from_settings(detector, AnonymizerConfig(), deadline=False)
     profile = StageProfile(label)
     with VideoFileSource(clip, upright=True) as source:
@@ -82,9 +89,13 @@ def profile_blur(
                 clock.lap("detect")
                 boxes = stage.hold.update(dets.boxes, frame.t_ns)
                 clock.lap("hold")
-                image = stage.anonymizer.apply(frame.image, boxes) if len(boxes) else frame.image
+                # as the stage does: a covered copy, or a plain copy when nothing is covered
+                if len(boxes):
+                    image = stage.anonymizer.apply(frame.image, boxes)
+                else:
+                    image = frame.image.copy()
                 clock.lap("cover")
-                result = Anonymized(frame.t_ns, frame.index, image.copy(), dets, False, 0.0, boxes)
+                result = Anonymized(frame.t_ns, frame.index, image, dets, False, 0.0, boxes)
                 ready = lookahead.push(result)
                 clock.lap("look-back")
                 for r in ready:
