@@ -25,7 +25,7 @@ PACKAGES=(
     linux-image-arm64
 )
 HOST_PACKAGES=(qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test
-    mtools dosfstools e2fsprogs fdisk zstd mosquitto)
+    mtools dosfstools e2fsprogs fdisk zstd mosquitto socat openssh-client)
 
 log() { printf '%s pi-emulate: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() {
