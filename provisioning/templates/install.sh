@@ -9,6 +9,9 @@
 # it to run these steps in a scratch folder.
 set -Eeuo pipefail
 umask 022
+# The venv sees only itself and the system's packages: a caller's PYTHONPATH (sudo -E, a test)
+# would make pip count packages as installed that the service will not find.
+unset PYTHONPATH PYTHONHOME
 
 PAYLOAD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=${ROOT:-}

@@ -53,9 +53,17 @@ def _scratch_root(tmp: Path) -> Path:
     return root
 
 
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment as a camera would have it: no venv, no PYTHONPATH (which
+    would put the checkout's anoncam in front of the installed one)."""
+    env = dict(os.environ, **extra)
+    for var in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(var, None)
+    return env
+
+
 def _run_install(script: Path, root: Path, bindir: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ROOT=str(root), PATH=f"{bindir}:{os.environ['PATH']}")
-    env.pop("VIRTUAL_ENV", None)
+    env = _clean_env(ROOT=str(root), PATH=f"{bindir}:{os.environ['PATH']}")
     return subprocess.run(
         ["bash", str(script)], env=env, capture_output=True, text=True, timeout=600, cwd=root
     )
@@ -109,6 +117,7 @@ def test_first_boot_installs_offline_and_places_everything(
         text=True,
         check=True,
         cwd=tmp_path,  # not the checkout's firmware/
+        env=_clean_env(),
     )
     version, numpy_version, in_venv = probe.stdout.split()
     assert in_venv == "True" and version == __version__  # installed into the venv, from the bundle
