@@ -189,3 +189,84 @@ def test_a_corrupt_payload_is_refused_before_anything_changes(tmp_path: Path) ->
     assert "config.toml: FAILED" in proc.stdout + proc.stderr
     assert (script_dir / "credentials").is_dir()  # nothing moved
     assert not record.exists() and (root / "etc/hostname").read_text() == "raspberrypi\n"
+
+
+# --------------------------------------------------------------------------- the bad cases
+# Each runs the real install until it fails, reads the reason where an installer meets it (stderr,
+# which is the journal under firstrun.sh; the first-boot log; INSTALL-FAILED.txt on the boot
+# partition), fixes the cause the way the note says, and runs the install again.
+NOTE = "INSTALL-FAILED.txt"
+
+
+def _flat(text: str) -> str:
+    """Whitespace collapsed: the note wraps long reasons."""
+    return " ".join(text.split())
+
+
+def _said(proc: subprocess.CompletedProcess[str], root: Path, script_dir: Path) -> list[str]:
+    """stderr, the first-boot log and the note, each flattened."""
+    log = (root / layout.FIRSTBOOT_LOG.lstrip("/")).read_text()
+    return [_flat(proc.stderr), _flat(log), _flat((script_dir / NOTE).read_text())]
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
+    return dest
+
+
+def _bundle_for_the_other_python(native: Path, dest: Path) -> tuple[Path, str]:
+    """The bundle as 'provision bundle --python X' makes it for the release this machine is not
+    (Trixie's 3.13 when this is 3.11): constraints and manifest for that Python only."""
+    other = next(bundle_mod.PI_TARGETS[p] for p in bundle_mod.PI_TARGETS if p != HERE)
+    wrong = _copy(native, dest)
+    here_tag = bundle_mod.PI_TARGETS[HERE].tag
+    (wrong / f"constraints-{here_tag}.txt").rename(wrong / f"constraints-{other.tag}.txt")
+    bundle_mod.seal(wrong, pythons=[other.python], platform="native", model_file=_model(native))
+    return wrong, other.tag
+
+
+def _model(bundle: Path) -> str:
+    return Path(str(bundle_mod.read_manifest(bundle)["model"])).name
+
+
+def _rebundle(tmp: Path, script_dir: Path, bundle: Path) -> None:
+    """The payload again with another bundle, as 'provision image' writes it, but keeping the
+    note, so that the test sees the install remove it."""
+    subprocess.run(["rm", "-rf", str(script_dir / "bundle")], check=True)
+    _payload(tmp, bundle)
+    assert (script_dir / NOTE).is_file()
+
+
+def _installed(proc: subprocess.CompletedProcess[str], script_dir: Path) -> None:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (script_dir / NOTE).exists()  # the stale note went with the success
+    assert (script_dir / "INSTALLED").is_file() and not (script_dir / "bundle").exists()
+
+
+@pytest.mark.slow
+def test_a_bundle_for_another_python_says_which_and_how_to_build_the_right_one(
+    tmp_path: Path, native_bundle: Path
+) -> None:
+    """Trixie's bundle on a Bookworm card (or the other way round) used to fail with "the bundle
+    has no wheels for this Python (cp311)" and a bare line number; now every place names both
+    tags and the command that builds the right bundle, before any venv is made."""
+    wrong, other_tag = _bundle_for_the_other_python(native_bundle, tmp_path / "wrong-bundle")
+    here_tag = bundle_mod.PI_TARGETS[HERE].tag
+    script_dir, password = _payload(tmp_path, wrong)
+    bindir, _ = _seam(tmp_path)
+    root = _scratch_root(tmp_path)
+    proc = _run_install(script_dir / "install.sh", root, bindir)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for text in _said(proc, root, script_dir):
+        assert f"the card runs CPython {HERE} ({here_tag}, " in text
+        assert f"the bundle was built for {other_tag} (" in text
+        assert f"anoncam provision bundle --python {HERE} -o DIR" in text
+        assert "anoncam provision image CARD" in text and "--device store-042/door-1" in text
+    note = (script_dir / NOTE).read_text()
+    assert note.startswith("anoncam: the first-boot install FAILED")
+    assert "Step:     5. checking the offline bundle" in note and "When:     20" in note
+    assert not (root / layout.OPT_DIR.lstrip("/")).exists()  # no venv, no models
+    assert (root / layout.PASSWORD_PATH.lstrip("/")).read_text().strip() == password
+
+    _rebundle(tmp_path, script_dir, _copy(native_bundle, tmp_path / "right-bundle"))
+    _installed(_run_install(script_dir / "install.sh", root, bindir), script_dir)
