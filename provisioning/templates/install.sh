@@ -5,8 +5,8 @@
 # partition. Safe to run again by hand after fixing a problem:
 #     sudo bash @@BOOT_MOUNT@@/@@PAYLOAD_DIR@@/install.sh
 # It places config and credentials first, so the secrets leave the boot partition even when a
-# later step fails. Then it checks the bundle against this system's Python before it writes
-# anything big. ROOT (environment, empty on a camera) prefixes every path
+# later step fails. Then it checks the bundle against this system (its Python, the free space)
+# before it writes anything big. ROOT (environment, empty on a camera) prefixes every path
 # written; tests use it to run these steps in a scratch folder.
 #
 # When a step fails, INSTALL-FAILED.txt next to this script says when, what failed and what to
@@ -32,6 +32,8 @@ STATE=@@STATE_DIR@@
 UNIT=@@UNIT_PATH@@
 LOG="$ROOT@@FIRSTBOOT_LOG@@"
 NOTE="$PAYLOAD/INSTALL-FAILED.txt"
+# Kept free on top of what the install needs: logs, the outbox and apt must still fit after it.
+RESERVE_MB=64
 
 STEP="0. start"
 REASON=""
@@ -188,7 +190,7 @@ if [ -d "$PAYLOAD/tls" ]; then
     done
 fi
 
-# 5. Before anything big is written: the bundle must fit this system's Python.
+# 5. Before anything big is written: the bundle must fit this system's Python and free space.
 STEP="5. checking the offline bundle against this system"
 BUNDLE="$PAYLOAD/bundle"
 if [ ! -d "$BUNDLE" ] && [ ! -x "$ROOT$VENV/bin/anoncam" ]; then
@@ -221,6 +223,101 @@ $(card_command)
 $(boot_again)
 (Without --python, a bundle holds the wheels for both Bookworm (3.11) and Trixie (3.13).)"
     fi
+
+    # What the install writes, from the bundle itself: each wheel's files as listed in its zip
+    # directory, rounded up to 4 KiB blocks, .py files twice (pip compiles a .pyc for each), two
+    # blocks per folder; plus the models. Measured: 186.9 MB estimated for the 184.7 MB (du) that
+    # the aarch64 cp311 wheels take in a Bookworm venv, 272.2 MB for 271.9 MB on x86-64. It is
+    # an upper bound: every wheel for this Python counts, also numpy, which pip skips when the
+    # system's numpy fits. What an earlier run already installed is credited.
+    SPACE=$(python3 - "$BUNDLE" "$TAG" "$ROOT$VENV" "$ROOT$MODELS" <<'PY'
+import os
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+
+bundle, tag, venv, models = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+BLOCK, MB = 4096, 1_000_000
+minor = int(tag[3:])
+
+
+def blocks(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+def for_this_python(wheel: Path) -> bool:
+    # name-version(-build)-pythons-abis-platforms.whl, each tag part dotted when compressed
+    pythons, abis = wheel.name[: -len(".whl")].split("-")[-3:-1]
+    for py in pythons.split("."):
+        if py in ("py3", tag):
+            return True
+        if py.startswith("cp3") and "abi3" in abis.split(".") and int(py[3:]) <= minor:
+            return True
+    return False
+
+
+def unpacked(wheel: Path) -> int:
+    with zipfile.ZipFile(wheel) as z:
+        files = [i for i in z.infolist() if not i.is_dir()]
+    folders = {PurePosixPath(i.filename).parent for i in files}
+    sizes = (blocks(i.file_size) * (2 if i.filename.endswith(".py") else 1) for i in files)
+    return sum(sizes) + 2 * BLOCK * len(folders)
+
+
+def used(path: Path) -> int:
+    if not path.exists():
+        return 0
+    if path.is_file():
+        return path.lstat().st_blocks * 512
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*"))
+
+
+def filesystem(path: Path) -> tuple[int, Path]:
+    while not path.exists():
+        path = path.parent
+    device = path.stat().st_dev
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return device, path
+
+
+def mb(n: int) -> int:
+    return -(-n // MB)
+
+
+wheels = [
+    w
+    for w in sorted((bundle / "wheels").glob("*.whl"))
+    if not w.name.startswith("pip-") and for_this_python(w)  # pip runs from its wheel
+]
+need_venv = max(0, sum(unpacked(w) for w in wheels) - used(venv))
+need_models = sum(
+    max(0, blocks(m.stat().st_size) - used(models / m.name))
+    for m in sorted((bundle / "models").glob("*"))
+    if m.is_file()
+)
+(venv_device, venv_mount), (models_device, models_mount) = filesystem(venv), filesystem(models)
+rows = [(venv_mount, need_venv, need_models if models_device == venv_device else 0)]
+if models_device != venv_device:
+    rows.append((models_mount, 0, need_models))
+for mount, for_venv, for_models in rows:
+    st = os.statvfs(mount)
+    free = st.f_bavail * st.f_frsize  # what is left without root's reserved blocks
+    print(free // MB, mb(for_venv), mb(for_models), mount)  # the mount last: it may hold spaces
+PY
+    )
+    while read -r free_mb venv_mb models_mb mount; do
+        want_mb=$((venv_mb + models_mb + RESERVE_MB))
+        if [ "$free_mb" -lt "$want_mb" ]; then
+            fail "Not enough free space on $mount (the filesystem that holds $VENV and $MODELS): $free_mb MB free, the install needs $want_mb MB (anoncam and its dependencies unpacked: $venv_mb MB, the models: $models_mb MB, and $RESERVE_MB MB kept free for logs and the outbox). Nothing big was written yet." \
+                "Free at least $((want_mb - free_mb)) MB on $mount, or use a larger card. To see what takes the room:
+    sudo du -xh -d 2 $mount | sort -h | tail
+('sudo apt-get clean' and 'sudo journalctl --vacuum-size=50M' free some.) Then run the install
+again on the camera:
+    sudo bash $PAYLOAD/install.sh"
+        fi
+        log "free space on $mount: $free_mb MB; the install needs $want_mb MB (venv $venv_mb MB, models $models_mb MB, $RESERVE_MB MB reserve)"
+    done <<<"$SPACE"
 
     # 6. The models, read-only to the service, checked against the bundle's manifest.
     STEP="6. the models"

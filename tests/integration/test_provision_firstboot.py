@@ -9,6 +9,7 @@ exist here). The seam is a PATH folder of small stand-ins that record their argu
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -270,3 +271,57 @@ def test_a_bundle_for_another_python_says_which_and_how_to_build_the_right_one(
 
     _rebundle(tmp_path, script_dir, _copy(native_bundle, tmp_path / "right-bundle"))
     _installed(_run_install(script_dir / "install.sh", root, bindir), script_dir)
+
+
+def _du(path: Path) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*"))
+
+
+@pytest.mark.slow
+def test_too_little_free_space_fails_before_writing_anything_big(
+    tmp_path: Path, native_bundle: Path
+) -> None:
+    """The camera's root filesystem is a 16 MB tmpfs: the install must say how much is free and
+    how much it needs before it makes the venv or copies a model, keep the secrets it already
+    placed, and succeed once the filesystem is large enough; the estimate must cover what the
+    install really took."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the camera's root filesystem needs root")
+    script_dir, password = _payload(tmp_path, _copy(native_bundle, tmp_path / "bundle"))
+    bindir, _ = _seam(tmp_path)
+    mount = tmp_path / "root"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "anoncam-test", str(mount)], check=True
+    )
+    try:
+        root = _scratch_root(tmp_path)
+        proc = _run_install(script_dir / "install.sh", root, bindir)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        said = _said(proc, root, script_dir)
+        found = re.search(r"(\d+) MB free, the install needs (\d+) MB", said[2])
+        assert found, said[2]
+        free_mb, want_mb = int(found[1]), int(found[2])
+        assert free_mb <= 16 < want_mb
+        for text in said:
+            assert f"Not enough free space on {root} " in text
+            assert f"{free_mb} MB free, the install needs {want_mb} MB" in text
+            assert f"Free at least {want_mb - free_mb} MB on {root}" in text
+            assert f"sudo bash {script_dir}/install.sh" in text
+        assert not (root / layout.OPT_DIR.lstrip("/")).exists()
+        st = os.statvfs(root)
+        assert (st.f_blocks - st.f_bfree) * st.f_frsize < 1_000_000  # config, password, log
+        assert (root / layout.PASSWORD_PATH.lstrip("/")).read_text().strip() == password
+        assert not (script_dir / "credentials").exists()
+
+        # A larger filesystem (as a larger card, or space freed): the same card installs.
+        size = f"size={want_mb + 16}m"
+        subprocess.run(["mount", "-o", f"remount,{size}", str(mount)], check=True)
+        _installed(_run_install(script_dir / "install.sh", root, bindir), script_dir)
+        used = _du(root / layout.OPT_DIR.lstrip("/"))
+        log = (root / layout.FIRSTBOOT_LOG.lstrip("/")).read_text()
+        ok = re.search(r"the install needs (\d+) MB \(venv (\d+) MB, models (\d+) MB", log)
+        assert ok and int(ok[1]) <= want_mb
+        assert used <= (int(ok[2]) + int(ok[3])) * 1_000_000  # the estimate is an upper bound
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
