@@ -38,6 +38,7 @@ RESERVE_MB=64
 STEP="0. start"
 REASON=""
 FIX=""
+WORK=""
 
 mkdir -p "$(dirname "$LOG")"
 log() {
@@ -106,6 +107,7 @@ report() {
 on_exit() {
     local status=$? text
     set +e
+    [ -n "$WORK" ] && rm -rf "$WORK"
     [ "$status" = 0 ] && return 0
     [ -n "$REASON" ] || REASON="The install stopped with status $status during step $STEP."
     [ -n "$FIX" ] || FIX=$(generic_fix)
@@ -338,10 +340,35 @@ again on the camera:
     for var in $(compgen -e); do
         case "$var" in PIP_*) unset "$var" ;; esac
     done
-    PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+    WORK=$(mktemp -d)
+    if ! PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
         "$ROOT$VENV/bin/python" "${PIP_WHEELS[0]}/pip" install --no-index --no-cache-dir \
         --find-links "$BUNDLE/wheels" --constraint "$BUNDLE/constraints-$TAG.txt" \
-        --upgrade --upgrade-strategy only-if-needed anoncam 2>&1 | tee -a "$LOG"
+        --upgrade --upgrade-strategy only-if-needed anoncam 2>&1 | tee -a "$LOG" "$WORK/pip.out"; then
+        missing=$(sed -n 's/^ERROR: No matching distribution found for //p' "$WORK/pip.out" | head -n 1)
+        if [ -n "$missing" ]; then
+            requirement=${missing%% (from *} # pip: "paho-mqtt<3,>=2.0 (from anoncam)"
+            wanted_by=""
+            if [[ $missing == *" (from "*")" ]]; then
+                wanted_by=${missing#* (from }
+                wanted_by=${wanted_by%)}
+            fi
+            fail "The offline bundle is incomplete: its wheels/ folder has no wheel for $requirement${wanted_by:+, which $wanted_by needs,} for CPython $version ($TAG) (pip: \"No matching distribution found for $missing\")." \
+                "On your laptop, build the bundle again, write the card with it and check the card:
+    anoncam provision bundle -o DIR
+$(card_command)
+    anoncam provision verify CARD --inventory INVENTORY --device $ANONCAM_SITE/$ANONCAM_DEVICE
+$(boot_again)"
+        fi
+        if grep -q 'No space left on device' "$WORK/pip.out"; then
+            fail "The disk filled up while pip installed anoncam into $VENV (pip: \"No space left on device\")." \
+                "Free space on the camera's root filesystem (df -h /; 'sudo apt-get clean' and
+'sudo journalctl --vacuum-size=50M' free some) or use a larger card, then run the install again:
+    sudo bash $PAYLOAD/install.sh"
+        fi
+        fail "pip could not install anoncam from the bundle: $(grep '^ERROR:' "$WORK/pip.out" | tail -n 1 || echo 'see its output in the log')" \
+            "$(generic_fix)"
+    fi
     log "installed $("$ROOT$VENV/bin/anoncam" --version)"
 fi
 

@@ -273,6 +273,37 @@ def test_a_bundle_for_another_python_says_which_and_how_to_build_the_right_one(
     _installed(_run_install(script_dir / "install.sh", root, bindir), script_dir)
 
 
+@pytest.mark.slow
+def test_a_bundle_missing_a_wheel_names_the_requirement_and_says_rebuild(
+    tmp_path: Path, native_bundle: Path
+) -> None:
+    """A bundle without one of anoncam's dependencies (here paho-mqtt, which this machine's
+    Python does not have either) fails in pip's offline install; the reason names what pip could
+    not find instead of a line number, and the fix is a rebuilt, verified bundle."""
+    incomplete = _copy(native_bundle, tmp_path / "incomplete-bundle")
+    (wheel,) = (incomplete / "wheels").glob("paho_mqtt-*.whl")
+    wheel.unlink()
+    bundle_mod.seal(incomplete, pythons=[HERE], platform="native", model_file=_model(incomplete))
+    script_dir, _ = _payload(tmp_path, incomplete)
+    bindir, _ = _seam(tmp_path)
+    root = _scratch_root(tmp_path)
+    proc = _run_install(script_dir / "install.sh", root, bindir)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for text in _said(proc, root, script_dir):
+        assert (
+            "The offline bundle is incomplete: its wheels/ folder has no wheel for paho-mqtt<"
+            in text
+        )
+        assert ", which anoncam needs, for CPython" in text
+        assert '(pip: "No matching distribution found for paho-mqtt' in text
+        assert "anoncam provision bundle -o DIR" in text
+        assert "anoncam provision verify CARD" in text
+    assert "Step:     7. the venv and anoncam" in (script_dir / NOTE).read_text()
+
+    _rebundle(tmp_path, script_dir, _copy(native_bundle, tmp_path / "complete-bundle"))
+    _installed(_run_install(script_dir / "install.sh", root, bindir), script_dir)
+
+
 def _du(path: Path) -> int:
     return sum(p.lstat().st_blocks * 512 for p in path.rglob("*"))
 
