@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -18,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from firmware import __version__
+from firmware.cli import main
 from firmware.fsutil import sha256_file
 from provisioning import bundle as bundle_mod
 from provisioning import layout, payload
 from provisioning.credentials import SecretStore
 from provisioning.inventory.loader import load as load_inventory
-from tests.unit.test_provision_support import write_fleet
+from tests.unit.test_provision_support import CMDLINE, ssh_key, write_fleet
 
 pytestmark = pytest.mark.integration
 SEAM = ("systemctl", "useradd", "hostnamectl", "chown")
@@ -356,3 +358,103 @@ def test_too_little_free_space_fails_before_writing_anything_big(
         assert used <= (int(ok[2]) + int(ok[3])) * 1_000_000  # the estimate is an upper bound
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+# --------------------------------------------------------------------------- firstrun.sh
+def _firstrun_host(tmp: Path) -> tuple[Path, Path, Path]:
+    """What firstrun.sh changes outside ROOT (it writes /etc, /var/log and the admin's home, as
+    on a fresh Pi), redirected: a copy of /etc with the admin user as uid 1000, and an empty
+    /var/log, both bind-mounted over the real ones in a mount namespace of the run's own."""
+    etc, varlog, home = tmp / "host-etc", tmp / "host-var-log", tmp / "home" / "installer"
+    subprocess.run(["cp", "-a", "/etc", str(etc)], check=True)
+    for name, entry in (
+        ("passwd", f"installer:x:1000:1000::{home}:/bin/bash"),
+        ("group", "installer:x:1000:"),
+    ):
+        kept = [ln for ln in (etc / name).read_text().splitlines() if ln.split(":")[2] != "1000"]
+        (etc / name).write_text("\n".join([*kept, entry]) + "\n")
+    (etc / "sudoers.d").mkdir(exist_ok=True)  # Raspberry Pi OS has sudo; this machine may not
+    (etc / "anoncam-test-etc").write_text("the bind mount is in place\n")
+    varlog.mkdir()
+    home.mkdir(parents=True)
+    return etc, varlog, home
+
+
+def _run_firstrun(
+    boot: Path, root: Path, bindir: Path, etc: Path, varlog: Path
+) -> subprocess.CompletedProcess[str]:
+    # set -e before exec: if a bind mount failed, stop before firstrun.sh touches this machine.
+    wrapper = (
+        'set -eu; mount --bind "$1" /etc; mount --bind "$2" /var/log; '
+        'test -f /etc/anoncam-test-etc; exec bash "$3"'
+    )
+    unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+    return subprocess.run(
+        [*unshare, "bash", "-c", wrapper, "_", str(etc), str(varlog), str(boot / "firstrun.sh")],
+        env=_clean_env(ROOT=str(root), PATH=f"{bindir}:{os.environ['PATH']}"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
+
+
+@pytest.mark.slow
+def test_firstrun_reports_a_failed_install_in_the_journal_and_a_rewritten_card_boots_again(
+    tmp_path: Path, native_bundle: Path
+) -> None:
+    """firstrun.sh used to send everything to its log file only (the journal and the console saw
+    nothing). Now its stdout (the journal under systemd.run) and the log both carry the install's
+    reason; it exits 0 and leaves cmdline.txt without systemd.run (no boot loop); and running
+    'provision image' on that card again re-arms cmdline.txt, rewrites the payload (the stale
+    note goes) and the next first boot installs."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("firstrun.sh writes /etc and /var/log: it runs as root in a mount namespace")
+    inv_path = write_fleet(tmp_path / "fleet")
+    boot = tmp_path / "bootfs"
+    boot.mkdir()
+    (boot / "cmdline.txt").write_text(CMDLINE)
+    wrong, other_tag = _bundle_for_the_other_python(native_bundle, tmp_path / "wrong-bundle")
+    image = ["provision", "image", str(boot), "--inventory", str(inv_path)]
+    image += ["--device", "store-042/door-1", "--first-boot", "firstrun"]
+    assert main([*image, "--bundle", str(wrong)]) == 0
+    armed = (boot / "cmdline.txt").read_text()
+    bindir, _ = _seam(tmp_path)
+    for name in ("usermod", "groupmod"):
+        (bindir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bindir / name).chmod(0o755)
+    root = _scratch_root(tmp_path)
+    etc, varlog, home = _firstrun_host(tmp_path)
+
+    proc = _run_firstrun(boot, root, bindir, etc, varlog)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # always 0: reboot, not power off
+    journal, log = _flat(proc.stdout), _flat((varlog / "anoncam-firstboot.log").read_text())
+    assert proc.stderr == ""  # stderr joined stdout: one stream, in order
+    assert f"the bundle was built for {other_tag} (" in journal  # install.sh's own output
+    assert "anoncam firstrun: install exit code 1" in journal
+    assert f"the install FAILED; the reason and what to do: {boot}/anoncam/{NOTE}" in journal
+    assert "anoncam firstrun: install exit code 1" in log and "anoncam firstrun: done" in log
+    install_log = _flat((root / layout.FIRSTBOOT_LOG.lstrip("/")).read_text())
+    assert f"the bundle was built for {other_tag} (" in install_log
+    assert install_log.count("What failed:") == 1  # once in the log, not once per copy
+    assert f"the bundle was built for {other_tag} (" in _flat((boot / "anoncam" / NOTE).read_text())
+    assert (boot / "cmdline.txt").read_text() == CMDLINE  # out of cmdline.txt: a normal next boot
+    assert not (boot / "firstrun.sh").exists()
+    assert (home / ".ssh" / "authorized_keys").read_text() == ssh_key() + "\n"  # reachable
+    assert "NOPASSWD" in (etc / "sudoers.d" / "010_anoncam-admin").read_text()
+
+    # The installer writes the card again, with the right bundle, and boots it again.
+    right = _copy(native_bundle, tmp_path / "right-bundle")
+    assert main([*image, "--bundle", str(right)]) == 0
+    assert (boot / "cmdline.txt").read_text() == armed
+    assert (boot / "firstrun.sh").is_file() and not (boot / "anoncam" / NOTE).exists()
+    assert (boot / "anoncam" / "credentials" / layout.CREDENTIAL_NAME).is_file()
+    verify = ["provision", "verify", str(boot), "--inventory", str(inv_path)]
+    assert main([*verify, "--device", "store-042/door-1"]) == 0
+
+    again = _run_firstrun(boot, root, bindir, etc, varlog)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "anoncam firstrun: install exit code 0" in again.stdout
+    assert "done: anoncam.service is enabled" in again.stdout
+    _installed(again, boot / "anoncam")
+    assert (boot / "cmdline.txt").read_text() == CMDLINE and not (boot / "firstrun.sh").exists()
