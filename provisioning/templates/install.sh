@@ -78,8 +78,9 @@ boot_again() {
 }
 
 generic_fix() {
-    printf 'Fix the cause (the lines before this note in the log name it), then run the install\n'
-    printf 'again on the camera:\n    sudo bash %s/install.sh\n' "$PAYLOAD"
+    printf 'Fix the cause (the command'"'"'s own error, printed just before this report on stderr:\n'
+    printf 'the journal, at first boot), then run the install again on the camera:\n'
+    printf '    sudo bash %s/install.sh\n' "$PAYLOAD"
     printf 'or write the card again on your laptop:\n%s\n%s' "$(card_command)" "$(boot_again)"
 }
 

@@ -179,6 +179,8 @@ def test_a_failed_install_still_moves_the_secrets(tmp_path: Path) -> None:
     assert (root / layout.PASSWORD_PATH.lstrip("/")).read_text().strip() == password
     log = (root / layout.FIRSTBOOT_LOG.lstrip("/")).read_text()
     assert "FAILED" in log and "install.sh" in log
+    note = _flat((script_dir / "INSTALL-FAILED.txt").read_text())
+    assert "The card has no offline bundle" in note and "anoncam provision image CARD" in note
 
 
 def test_a_corrupt_payload_is_refused_before_anything_changes(tmp_path: Path) -> None:
@@ -244,6 +246,25 @@ def _installed(proc: subprocess.CompletedProcess[str], script_dir: Path) -> None
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not (script_dir / NOTE).exists()  # the stale note went with the success
     assert (script_dir / "INSTALLED").is_file() and not (script_dir / "bundle").exists()
+
+
+def test_an_unexpected_failure_names_the_step_and_the_command(tmp_path: Path) -> None:
+    """A step without a check of its own used to fail with "FAILED at line N" only: the note
+    names the step, the command and its exit status, and says how to run the install again."""
+    script_dir, _ = _payload(tmp_path, None)
+    bindir, _ = _seam(tmp_path)
+    root = _scratch_root(tmp_path)
+    (root / "etc" / "hosts").unlink()
+    (root / "etc" / "hosts").mkdir()  # the step-2 write fails: "Is a directory"
+    proc = _run_install(script_dir / "install.sh", root, bindir)
+    assert proc.returncode == 1
+    assert "etc/hosts: Is a directory" in proc.stderr
+    for text in _said(proc, root, script_dir):
+        assert "Step 2. host name and time zone failed: 'printf " in text
+        assert '"$ROOT/etc/hosts"\' exited with status 1 (install.sh line ' in text
+        assert (
+            f"then run the install again on the camera: sudo bash {script_dir}/install.sh" in text
+        )
 
 
 @pytest.mark.slow
