@@ -30,6 +30,7 @@ from typing import Any
 from firmware.errors import InputError, UsageError
 from firmware.fsutil import sha256_file
 from provisioning import certs, device_config, firstboot, layout, mosquitto
+from provisioning.bundle import PI_TARGETS
 from provisioning.credentials import SecretStore
 from provisioning.inventory.schema import DeviceEntry, DeviceRef, LoadedInventory
 
@@ -82,6 +83,11 @@ def render_install() -> str:
             "STATE_DIR": layout.STATE_DIR,
             "UNIT_PATH": layout.UNIT_PATH,
             "CREDENTIAL": layout.CREDENTIAL_NAME,
+            # install.sh names the release of a Python tag when the bundle lacks it
+            "PI_RELEASES": "\n".join(
+                f"        {t.tag}) printf '%s' {shlex.quote(t.release)} ;;"
+                for t in PI_TARGETS.values()
+            ),
         },
     )
 
