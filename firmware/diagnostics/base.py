@@ -86,9 +86,16 @@ class Context:
 
     ``config_path`` is None when no config file was found and defaults are in use.
     ``timeout_s`` bounds each network step (DNS, TCP, TLS, MQTT connect, round trip).
+    ``only`` is ``--only``'s selection (None: everything), so a family can leave out a slow item
+    nobody asked for.
     """
 
     config: Config
     host: Host
     config_path: Path | None = None
     timeout_s: float = 5.0
+    only: frozenset[str] | None = None
+
+    def wants(self, name: str) -> bool:
+        """Whether check ``name`` (``family.item``) was selected."""
+        return self.only is None or name in self.only or name.split(".")[0] in self.only

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -86,6 +86,7 @@ def resolve_config(explicit: Path | None, default: Path = DEFAULT_CONFIG) -> Con
 def run_checks(ctx: Context, only: set[str] | None = None) -> list[Check]:
     """Run the selected families (all by default) and return their checks in report order."""
     results: list[Check] = []
+    ctx = replace(ctx, only=None if only is None else frozenset(only))
     for family, module in FAMILIES.items():
         items = set(module.NAMES)
         if only is not None and family not in only and not (items & only):

@@ -97,3 +97,18 @@ def test_a_much_slower_machine_than_expected_warns(
     check = model_checks.check_inference(c)
     assert check.status == Status.WARN and "slower" in check.detail
     assert "throttling" in check.hint
+
+
+@pytest.mark.integration
+def test_only_the_file_check_leaves_out_the_timed_inference(model_path: Path) -> None:
+    """``--only model.file`` verifies the file without the timed runs (minutes on a slow or
+    emulated CPU); ``--only model`` and no selection still run both."""
+    data = {"detector": {"model": str(model_path), "detect_width": 64, "detect_height": 64}}
+    config, host = Config.model_validate(data), load_host(HOSTS / "x86")
+    only_file = model_checks.run(Context(config, host, only=frozenset({"model.file"})))
+    assert [c.name for c in only_file] == ["model.file"]
+    for only in (None, frozenset({"model"}), frozenset({"model.inference"})):
+        assert [c.name for c in model_checks.run(Context(config, host, only=only))] == [
+            "model.file",
+            "model.inference",
+        ]
