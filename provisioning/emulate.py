@@ -72,6 +72,20 @@ class Summary:
     timings: dict[str, float] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
 
+    def save(self, json_path: Path, timings: Path | None) -> None:
+        """Write the summary, with the shell script's timings (``what<TAB>seconds`` lines)."""
+        if timings is not None and timings.is_file():
+            for line in timings.read_text().splitlines():
+                what, _, secs = line.partition("\t")
+                self.timings[what] = float(secs)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+    def exit_status(self) -> int:
+        passed = sum(c["ok"] for c in self.checks.values())
+        logger.info("%d of %d checks passed", passed, len(self.checks))
+        return 0 if self.ok else 1
+
     def check(self, name: str, ok: bool, detail: Any = None) -> bool:
         self.checks[name] = {"ok": bool(ok), "detail": detail}
         logger.info("%s %s: %s", "PASS" if ok else "FAIL", name, detail)
@@ -542,15 +556,8 @@ def chroot_main(root: Path, work: Path, json_path: Path, timings: Path | None) -
             run_and_receive(root, work, inv, port, summary)
     finally:
         summary.timings["chroot path (this module)"] = round(time.monotonic() - start, 1)
-        if timings is not None and timings.is_file():
-            for line in timings.read_text().splitlines():
-                what, _, secs = line.partition("\t")
-                summary.timings[what] = float(secs)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
-    passed = sum(c["ok"] for c in summary.checks.values())
-    logger.info("%d of %d checks passed", passed, len(summary.checks))
-    return 0 if summary.ok else 1
+        summary.save(json_path, timings)
+    return summary.exit_status()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -578,11 +578,10 @@ def boot_main(rootfs: Path, work: Path, json_path: Path, timings: Path | None) -
         client, listener = subscribe(broker_port, password)
         secret = store.existing_password(store.device_dir(SITE, DEVICE))
         assert secret, "provision image made no device password"
-        if not failed_first_boot(card, kernel, initrd, work, broker_port, summary):
-            return 1
-        # What the note says to do: write the card again with a bundle for this Python.
-        provision(card, inv, bundle, repo, summary, "provision image CARD.img again (cp311)")
-        if first_boot(card, kernel, initrd, work, broker_port, secret, summary):
+        # The note's fix, once the wrong bundle failed: write the card again for this Python.
+        if failed_first_boot(card, kernel, initrd, work, broker_port, summary):
+            provision(card, inv, bundle, repo, summary, "provision image CARD.img again (cp311)")
+        if summary.ok and first_boot(card, kernel, initrd, work, broker_port, secret, summary):
             ssh = Ssh(key, "installer", ssh_port)
             second_boot(card, kernel, initrd, work, broker_port, ssh, ssh_port, listener, summary)
             time.sleep(1.0)
@@ -595,15 +594,8 @@ def boot_main(rootfs: Path, work: Path, json_path: Path, timings: Path | None) -
             broker.send_signal(signal.SIGTERM)
             broker.wait(10)
         summary.timings["boot path (this module)"] = round(time.monotonic() - start, 1)
-        if timings is not None and timings.is_file():
-            for line in timings.read_text().splitlines():
-                what, _, secs = line.partition("\t")
-                summary.timings[what] = float(secs)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
-    passed = sum(c["ok"] for c in summary.checks.values())
-    logger.info("%d of %d checks passed", passed, len(summary.checks))
-    return 0 if summary.ok else 1
+        summary.save(json_path, timings)
+    return summary.exit_status()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

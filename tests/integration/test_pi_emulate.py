@@ -23,27 +23,34 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run_pi_emulate(
+    subcommand: str, tmp_path_factory: pytest.TempPathFactory, why_root: str, timeout: float
+) -> dict[str, Any]:
+    """``scripts/pi-emulate SUBCOMMAND --json FILE`` as root; its summary, with exit and stderr."""
     if os.geteuid() != 0:
-        why = "scripts/pi-emulate needs root (chroot, mounts, binfmt_misc): run the tests as root"
         if os.environ.get("ANONCAM_PI_EMULATE") == "required":  # .ci/run: never skip silently
-            pytest.fail(why)
-        pytest.skip(why)
-    out = tmp_path_factory.mktemp("pi-emulate") / "summary.json"
+            pytest.fail(why_root)
+        pytest.skip(why_root)
+    out = tmp_path_factory.mktemp(f"pi-{subcommand}") / "summary.json"
     env = dict(os.environ, ANONCAM_PYTHON=sys.executable)
     proc = subprocess.run(
-        [str(REPO / "scripts" / "pi-emulate"), "chroot", "--json", str(out)],
+        [str(REPO / "scripts" / "pi-emulate"), subcommand, "--json", str(out)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=1800,
+        timeout=timeout,
     )
     assert out.is_file(), f"no summary (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
     data: dict[str, Any] = json.loads(out.read_text())
     data["_exit"], data["_stderr"] = proc.returncode, proc.stderr
     print(proc.stderr[-3000:])  # the timings, shown with -s or on failure
     return data
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    why = "scripts/pi-emulate needs root (chroot, mounts, binfmt_misc): run the tests as root"
+    return run_pi_emulate("chroot", tmp_path_factory, why, timeout=1800)
 
 
 def test_every_check_of_the_emulated_device_passed(summary: dict[str, Any]) -> None:

@@ -16,40 +16,19 @@ when ``ANONCAM_PI_EMULATE=required`` (as ``.ci/run`` sets it).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.test_pi_emulate import run_pi_emulate
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        why = "scripts/pi-emulate boot needs root (the rootfs's owners, binfmt_misc)"
-        if os.environ.get("ANONCAM_PI_EMULATE") == "required":
-            pytest.fail(why)
-        pytest.skip(why)
-    out = tmp_path_factory.mktemp("pi-boot") / "summary.json"
-    env = dict(os.environ, ANONCAM_PYTHON=sys.executable)
-    proc = subprocess.run(
-        [str(REPO / "scripts" / "pi-emulate"), "boot", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=3600,
-    )
-    assert out.is_file(), f"no summary (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-    data: dict[str, Any] = json.loads(out.read_text())
-    data["_exit"], data["_stderr"] = proc.returncode, proc.stderr
-    print(proc.stderr[-3000:])  # the timings, shown with -s or on failure
-    return data
+    why = "scripts/pi-emulate boot needs root (the rootfs's owners, binfmt_misc)"
+    return run_pi_emulate("boot", tmp_path_factory, why, timeout=3600)
 
 
 def test_every_check_of_the_booted_device_passed(summary: dict[str, Any]) -> None:
