@@ -75,6 +75,7 @@ username = "store-042-door-1" # example value
 protocol = "auto"             # "auto" tries MQTT 5 (sees broker rejections), then 3.1.1
 keepalive_s = 60              # the broker publishes the Last Will after 1.5x this silence
 health_interval_s = 60.0      # seconds between health messages
+keep_until_subscribed = true  # MQTT 5: a window nobody subscribes to stays on the device
 
 [mqtt.tls]                    # TLS; without ca_file the system's CAs verify the broker
 # ca_file = "/etc/anoncam/ca.crt"  # the CA that signed the broker's; check/run refuse a missing one

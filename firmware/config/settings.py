@@ -318,6 +318,11 @@ class MqttConfig(_Section):
     health_interval_s: Float = Field(
         60.0, ge=1, le=3600, description="seconds between health messages"
     )
+    keep_until_subscribed: Bool = Field(
+        True,
+        description="MQTT 5: keep a window in the outbox while the broker answers that nobody "
+        "subscribes to it, and offer it again (2 s, doubling to 60 s); off: the broker drops it",
+    )
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
 

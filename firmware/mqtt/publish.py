@@ -8,9 +8,13 @@ the SQLite outbox is the only queue, so a power cut loses nothing.
 
 A row is acknowledged in the outbox only in paho's ``on_publish`` for that row's message id,
 i.e. once the broker sent PUBACK, and, under MQTT 5, only if the PUBACK's reason code is not a
-failure. A rejected row stays and is retried after a pause. (MQTT 3.1.1 has no such reason
-code: a broker that drops a message it may not accept, as Mosquitto does for an ACL denial,
-still acknowledges it. Prefer MQTT 5, which ``mqtt.protocol = "auto"`` tries first.)
+failure. A rejected row stays and is retried after a pause. So does a row the broker accepted
+but had no subscriber for (reason code 0x10, "No matching subscribers"), unless
+``mqtt.keep_until_subscribed`` is off: the broker drops such a message, and a Mosquitto 2.0 that
+restarted has forgotten its shared subscriptions until their subscribers connect again.
+(MQTT 3.1.1 has no such reason code: a broker that drops a message it may not accept, as
+Mosquitto does for an ACL denial, still acknowledges it. Prefer MQTT 5, which
+``mqtt.protocol = "auto"`` tries first.)
 
 Connection problems are split in two (see :mod:`firmware.mqtt.connect`): a refused password or a
 certificate we do not trust is *fatal*: logged as an ERROR with the fix, exposed in
@@ -68,6 +72,11 @@ _POLL_S = 2.0
 # After the broker rejects a row (MQTT 5 PUBACK failure), wait this long before sending again:
 # a rejection (ACL, quota) rarely fixes itself within seconds.
 _REJECT_PAUSE_S = 30.0
+# After the broker said no subscriber matched a window (MQTT 5 PUBACK 0x10, and
+# mqtt.keep_until_subscribed), offer it again after this long, doubling up to the maximum.
+_UNSUBSCRIBED_PAUSE_MIN_S = 2.0
+_UNSUBSCRIBED_PAUSE_MAX_S = 60.0
+_NO_MATCHING_SUBSCRIBERS = 0x10
 # After the outbox database failed (disk, lock), wait this long before reading it again.
 _STORAGE_PAUSE_S = 5.0
 STATUS_SCHEMA = "anoncam/status/1"
@@ -150,6 +159,7 @@ class Publisher:
         self._early: dict[int, ReasonCode] = {}  # PUBACKs that beat publish() returning its mid
         self._inflight_seqs: set[int] = set()
         self._paused_until = 0.0
+        self._unsubscribed_pause = 0.0  # > 0 while windows wait for a subscriber
         self._last_error: BrokerError | None = None
         self._last_fatal = False
         self._failed_attempts = 0
@@ -486,6 +496,10 @@ class Publisher:
             if time.monotonic() < self._paused_until:
                 return
             room = self._max_inflight - len(self._inflight_seqs)
+            if self._unsubscribed_pause:
+                # Nobody subscribed last time: offer the oldest window alone, and the rest once
+                # a subscriber took it, so they still arrive in order.
+                room = 1 - len(self._inflight_seqs)
             if room <= 0 or not self._connected:
                 return
             rows = self._outbox.pending(limit=room + len(self._inflight_seqs))
@@ -570,8 +584,38 @@ class Publisher:
                 self._last_error.hint,
             )
             return
+        if reason.value == _NO_MATCHING_SUBSCRIBERS and self._config.keep_until_subscribed:
+            self._hold_unsubscribed(seq)
+            return
+        if self._unsubscribed_pause:
+            logger.info("a subscriber took window seq %d; the held windows follow", seq)
+            self._unsubscribed_pause = 0.0
         self._outbox.ack(seq)
         self._cond.notify_all()
+
+    def _hold_unsubscribed(self, seq: int) -> None:
+        """The broker accepted window ``seq`` but nobody subscribes to it (PUBACK 0x10): it
+        would be dropped, so it stays in the outbox and is offered again later. This is what
+        keeps windows through a broker restart, when a Mosquitto 2.0 forgets shared
+        subscriptions until their subscribers come back. Called with _lock held."""
+        now = time.monotonic()
+        if now < self._paused_until:
+            return  # the rest of a burst that was in flight when the first 0x10 came back
+        first = self._unsubscribed_pause == 0.0
+        self._unsubscribed_pause = (
+            _UNSUBSCRIBED_PAUSE_MIN_S
+            if first
+            else min(2 * self._unsubscribed_pause, _UNSUBSCRIBED_PAUSE_MAX_S)
+        )
+        self._paused_until = now + self._unsubscribed_pause
+        log = logger.warning if first else logger.debug
+        log(
+            "the broker has no subscriber for window seq %d on %s; it and the windows after it "
+            "stay in the outbox, offered again in %.0f s (mqtt.keep_until_subscribed)",
+            seq,
+            contract.topic(self._config.prefix, self._site, self._device, "counts"),
+            self._unsubscribed_pause,
+        )
 
     # ------------------------------------------------------------------ paho callbacks
     # They run on paho's network thread. An exception escaping one would kill that thread and

@@ -60,6 +60,7 @@ def run_worker(spec: dict[str, Any]) -> None:
             username=spec["users"][device_key(site, device)],
             password_file=password_file,
             keepalive_s=60,
+            keep_until_subscribed=spec["keep_until_subscribed"],
         )
         pub = Publisher(
             config,
@@ -160,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated faults spread over the run: broker (restart), subscriber "
         "(SIGKILL + restart), db (PostgreSQL restart); 'all' for the three",
     )
+    p.add_argument(
+        "--no-keep-until-subscribed",
+        dest="keep_until_subscribed",
+        action="store_false",
+        help="devices let the broker drop a window nobody subscribes to (mqtt."
+        "keep_until_subscribed = false), to show what a broker restart costs without it",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -250,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "port": broker.port,
             "window": args.window,
             "duration": args.duration,
+            "keep_until_subscribed": args.keep_until_subscribed,
             "state": str(state),
             "result": str(work / f"closed-{w}.json"),
         }

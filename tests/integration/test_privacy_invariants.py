@@ -238,7 +238,11 @@ def test_p2_frames_leaving_the_service_are_anonymized(
             controls.append((i, np.array(raw_image)))
 
     config = config_for(door.path, mosquitto.port, tmp_path / "state")
-    result = Service(config, drain_timeout_s=10, extra_sinks=(sink,)).run()
+    listener = Listener(mosquitto)  # someone takes the counts, so the outbox drains
+    try:
+        result = Service(config, drain_timeout_s=10, extra_sinks=(sink,)).run()
+    finally:
+        listener.close()
     assert result.drained and result.frames == door.frames
     assert checked >= 300, "the scene should show faces in most frames"
     assert problems == []
@@ -259,7 +263,11 @@ def test_p2_service_fails_closed_when_detection_fails(
     config = config_for(
         short.path, mosquitto.port, tmp_path / "state", detector={"timeout_s": 1e-6}
     )
-    result = Service(config, drain_timeout_s=10, extra_sinks=(emitted.append,)).run()
+    listener = Listener(mosquitto)  # someone takes the counts, so the outbox drains
+    try:
+        result = Service(config, drain_timeout_s=10, extra_sinks=(emitted.append,)).run()
+    finally:
+        listener.close()
     assert result.drained and len(emitted) == short.frames
     a = config.anonymizer
     masker = Anonymizer(a.mode, a.shape, a.mask_scale)

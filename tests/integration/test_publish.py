@@ -396,6 +396,50 @@ def test_stop_reports_undelivered_windows(tmp_path: Path, outbox: Outbox) -> Non
     assert [r.seq for r in outbox.pending()] == [1, 2, 3]
 
 
+def test_windows_nobody_subscribes_to_wait_in_the_outbox(
+    mosquitto: Broker, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under MQTT 5 the broker answers a window nobody subscribes to with PUBACK 0x10 and drops
+    it. The publisher keeps such windows in the outbox and offers them again, so a subscriber
+    that arrives later (a shared subscriber after a broker restart) still gets every one."""
+    status = Recorder(mosquitto, ["anoncam/+/+/status"])
+    pub = publisher_for(mosquitto, outbox)
+    assert pub.start(wait_connected_s=5) and pub.protocol == "5"
+    fill(outbox, 5)
+    with caplog.at_level("WARNING", logger="firmware.mqtt.publish"):
+        pub.wake()
+        wait_until(lambda: "no subscriber for window seq 1" in caplog.text, 10, "the 0x10 answer")
+    assert [r.seq for r in outbox.pending()] == [1, 2, 3, 4, 5]
+    late = Recorder(mosquitto, ["anoncam/+/+/counts"])
+    assert late.wait(lambda r: len(r.on("counts")) >= 5, 20), late.seqs()
+    # each once; in order only from the first retry on: a subscriber that arrives while the
+    # first burst is in flight takes its later windows before the held ones
+    assert sorted(late.seqs()) == [1, 2, 3, 4, 5]
+    wait_until(lambda: outbox.stats().depth == 0, 5, "the outbox to empty")
+    assert pub.stop(5)
+    late.close()
+    status.close()
+
+
+def test_keep_until_subscribed_off_lets_the_broker_drop_them(
+    mosquitto: Broker, outbox: Outbox
+) -> None:
+    """With mqtt.keep_until_subscribed off, PUBACK 0x10 acknowledges the window as before: the
+    outbox empties with nobody listening and a later subscriber gets nothing."""
+    pub = publisher_for(mosquitto, outbox, keep_until_subscribed=False)
+    assert pub.start(wait_connected_s=5)
+    fill(outbox, 3)
+    pub.wake()
+    wait_until(lambda: outbox.stats().depth == 0, 10, "the outbox to empty")
+    late = Recorder(mosquitto, ["anoncam/+/+/counts"])
+    fill(outbox, 1)
+    pub.wake()
+    assert late.wait(lambda r: len(r.on("counts")) >= 1, 10)
+    assert late.seqs() == [4]
+    assert pub.stop(5)
+    late.close()
+
+
 # --------------------------------------------------------------------------- issue 12
 def test_backlog_after_a_rename_goes_out_on_the_topic_of_its_ids(
     mosquitto: Broker, outbox: Outbox

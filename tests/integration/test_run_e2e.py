@@ -265,6 +265,7 @@ def quiet_run(door: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ]
     roots = {"home": home, "tmp": tmp, "cwd": cwd, "var": var, "checkout": REPO}
     before = {name: snapshot(root) for name, root in roots.items()}
+    listener = Listener(broker)  # someone takes the counts, so the run drains its outbox
     try:
         code, log = anoncam(
             ["-vv", *run_args(door.path, broker.port, state, window=10)],
@@ -274,6 +275,7 @@ def quiet_run(door: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
         after = {name: snapshot(root) for name, root in roots.items()}
     finally:
+        listener.close()
         broker.stop()
     yield QuietRun(
         code,
