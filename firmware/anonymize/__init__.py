@@ -7,5 +7,7 @@
 - :mod:`~firmware.anonymize.backfill`: covers a face walking into view in the frames held back
   before its first detection (a short look-back delay);
 - :mod:`~firmware.anonymize.stage`: detect, hold, cover, one frame at a time; its result type
-  carries no raw pixels.
+  carries no raw pixels;
+- :mod:`~firmware.anonymize.ahead`: for file jobs, several frames detected at once, handed back
+  to the stage in order.
 """

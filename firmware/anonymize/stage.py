@@ -54,6 +54,16 @@ class Anonymized:
         return int(self.image.shape[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Detected:
+    """What the detector made of one frame: ``detections``, or None and the ``error`` it
+    raised (the frame is then covered whole); ``ms`` the time it took."""
+
+    detections: Detections | None
+    error: BaseException | None
+    ms: float
+
+
 class AnonymizingStage:
     def __init__(self, detector: FaceDetector, anonymizer: Anonymizer, hold: MaskHold) -> None:
         self.detector = detector
@@ -66,6 +76,16 @@ class AnonymizingStage:
         """Run the detector on the detection image and map boxes to the main image."""
         return detect_on_frame(self.detector, frame)
 
+    def detect_timed(self, frame: Frame) -> Detected:
+        """Run the detector and time it; a failure of any kind is caught and carried, so this
+        can run on a worker thread ahead of :meth:`finish`, which fails closed on it."""
+        start = time.perf_counter()
+        try:
+            dets = self.detect(frame)
+        except Exception as exc:  # any detector failure must fail closed, whatever its type
+            return Detected(None, exc, (time.perf_counter() - start) * 1e3)
+        return Detected(dets, None, (time.perf_counter() - start) * 1e3)
+
     def process(
         self,
         frame: Frame,
@@ -76,18 +96,32 @@ class AnonymizingStage:
         """Detect faces, hold them, cover them and the ``heads`` regions (of person boxes, in
         ``frame.image`` pixels, covered as given). ``people_failed``: the person detector failed
         on this frame, so a head may be anywhere: the whole frame is covered (fail closed)."""
-        start = time.perf_counter()
-        try:
-            dets = self.detect(frame)
-        except Exception as exc:  # any detector failure must fail closed, whatever its type
+        return self.finish(
+            frame, self.detect_timed(frame), heads=heads, people_failed=people_failed
+        )
+
+    def finish(
+        self,
+        frame: Frame,
+        detected: Detected,
+        *,
+        heads: NDArray[np.float32] | None = None,
+        people_failed: bool = False,
+    ) -> Anonymized:
+        """Hold and cover ``frame`` given what the detector found on it (:meth:`detect_timed`,
+        possibly run ahead on another thread). Frames must come in order: the hold remembers
+        faces from one frame to the next."""
+        ms = detected.ms
+        if detected.detections is None:
             self.failures += 1
             if not self._failing:
-                logger.error("detection failed, masking whole frames until it recovers: %s", exc)
+                logger.error(
+                    "detection failed, masking whole frames until it recovers: %s", detected.error
+                )
                 self._failing = True
-            ms = (time.perf_counter() - start) * 1e3
             masked = self.anonymizer.mask_all(frame.image)
             return Anonymized(frame.t_ns, frame.index, masked, Detections.empty(), True, ms)
-        ms = (time.perf_counter() - start) * 1e3
+        dets = detected.detections
         if self._failing:
             logger.warning("detection recovered after %d failed frame(s)", self.failures)
             self._failing = False

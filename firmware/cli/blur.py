@@ -89,6 +89,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--threads", type=int, default=2, help="detector threads (default: 2)")
     p.add_argument(
+        "--parallel",
+        choices=("frames", "layers"),
+        default="frames",
+        help="how a video uses the --threads: 'frames' detects that many frames at once, one "
+        "thread each, which keeps the cores busy beside decoding and encoding; 'layers' "
+        "detects one frame at a time on all of them, as the camera service does (default: "
+        "frames)",
+    )
+    p.add_argument(
         "--keep-audio", action="store_true", help="copy the audio track (default: dropped)"
     )
     p.add_argument(
@@ -199,12 +208,22 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     # A file job waits for a slow frame rather than masking it whole: nothing is live here.
+    frames_at_once = detector.threads if args.parallel == "frames" else 1
+    if frames_at_once > 1:  # one onnxruntime session, run on that many frames at once
+        detector = detector.model_copy(update={"threads": 1})
     stage = stage_from_settings(detector, anonymizer, deadline=False)
     worst = 0
     for src, dst in pairs:
         bar = ProgressLine(src.name)
         try:
-            result = blur_file(stage, src, dst, keep_audio=args.keep_audio, progress=bar)
+            result = blur_file(
+                stage,
+                src,
+                dst,
+                keep_audio=args.keep_audio,
+                progress=bar,
+                frames_at_once=frames_at_once,
+            )
         except AnoncamError as exc:
             bar.close()
             print(f"anoncam: error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 
+from firmware.anonymize.ahead import detect_ahead
 from firmware.anonymize.backfill import Lookahead, delay_frames
 from firmware.anonymize.stage import Anonymized, AnonymizingStage
 from firmware.errors import InputError, UsageError
@@ -163,7 +164,10 @@ def blur_video(
     *,
     keep_audio: bool = False,
     progress: Progress | None = None,
+    frames_at_once: int = 1,
 ) -> BlurResult:
+    """``frames_at_once``: detect that many frames at the same time (:mod:`~firmware.anonymize.
+    ahead`); 1 detects each frame in turn."""
     from firmware.sources.video import VideoFileSource
 
     start = time.perf_counter()
@@ -190,8 +194,11 @@ def blur_video(
                 # hold back as many frames as the mask hold lasts, to mask faces walking in
                 lookahead = Lookahead(stage.anonymizer, delay_frames(stage.hold.hold_s, source.fps))
                 # decode ahead and encode behind while the detector works on this frame
-                for done, frame in enumerate(read_ahead(source.frames()), start=1):
-                    result = stage.process(frame)
+                decoded = read_ahead(source.frames())
+                for done, (frame, detected) in enumerate(
+                    detect_ahead(stage, decoded, frames_at_once), start=1
+                ):
+                    result = stage.finish(frame, detected)
                     for ready in lookahead.push(result):
                         encoder.submit(ready)
                     faces += len(result.detections)
@@ -223,7 +230,10 @@ def blur_file(
     *,
     keep_audio: bool = False,
     progress: Progress | None = None,
+    frames_at_once: int = 1,
 ) -> BlurResult:
     if kind_of(src) == "image":
         return blur_image(stage, src, dst)
-    return blur_video(stage, src, dst, keep_audio=keep_audio, progress=progress)
+    return blur_video(
+        stage, src, dst, keep_audio=keep_audio, progress=progress, frames_at_once=frames_at_once
+    )

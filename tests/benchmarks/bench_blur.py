@@ -712,6 +712,14 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
             f"anoncam blur (defaults: {default_model})", [], args.model, None, 2, default_model
         ),
         anoncam_tool(
+            "anoncam blur --parallel layers",
+            ["--parallel", "layers"],
+            args.model,
+            None,
+            2,
+            default_model,
+        ),
+        anoncam_tool(
             "anoncam blur --threads 1", ["--threads", "1"], args.model, None, 1, default_model
         ),
         anoncam_tool(

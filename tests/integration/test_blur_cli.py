@@ -144,6 +144,28 @@ def test_moving_faces_covered_in_every_frame(
     assert len(baseline_leaks) >= 2, "the scene no longer exercises missed faces"
 
 
+def test_frames_detected_at_once_cover_as_one_at_a_time(
+    tmp_path: Path,
+    scene: SyntheticScene,
+    scene_video: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--parallel frames (the default: two frames detected at once, one thread each) hands
+    frames to the mask hold in order: no face leaks, and it finds what --parallel layers (one
+    frame at a time on two threads) finds, to within rounding of onnxruntime's thread split."""
+    found = {}
+    for mode in ("frames", "layers"):
+        out = tmp_path / f"{mode}.mp4"
+        argv = ["blur", str(scene_video), "-o", str(out), "--mode", "solid", "--parallel", mode]
+        assert main(argv) == 0
+        stdout = capsys.readouterr().out
+        found[mode] = int(stdout.split(" face detection(s)")[0].rsplit(" ", 1)[-1])
+        checked, leaks = _leaks(scene, out, min_visible=0.2)
+        assert checked > 100 and leaks == [], (mode, leaks[:10])
+    assert found["frames"] > 100
+    assert abs(found["frames"] - found["layers"]) <= 0.01 * found["layers"], found
+
+
 def test_video_formats_keep_count_size_and_rate(tmp_path: Path, scene_video: Path) -> None:
     for suffix in (".mkv", ".avi"):
         src = tmp_path / f"in{suffix}"
