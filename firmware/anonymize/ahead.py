@@ -31,27 +31,24 @@ def detect_ahead(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     pending: deque[tuple[Frame, Future[Detected]]] = deque()
+
+    def oldest() -> tuple[Frame, Detected]:
+        frame, future = pending.popleft()
+        return frame, future.result()  # detect_timed raises nothing: failures are carried
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detect") as pool:
-        source = iter(frames)
         try:
-            while True:
-                try:
-                    frame = next(source)
-                except StopIteration:
-                    break
-                except Exception:
-                    # the frames read before a bad one (a truncated video) are still handed on
-                    while pending:
-                        done, future = pending.popleft()
-                        yield done, future.result()
-                    raise
+            for frame in frames:
                 pending.append((frame, pool.submit(stage.detect_timed, frame)))
                 if len(pending) > 2 * workers:
-                    done, future = pending.popleft()
-                    yield done, future.result()
+                    yield oldest()
             while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
-        finally:
+                yield oldest()
+        except Exception:
+            # reading failed (a truncated video): the frames read before it are handed on first
+            while pending:
+                yield oldest()
+            raise
+        finally:  # the consumer stopped early: drop what has not started
             for _, future in pending:
                 future.cancel()

@@ -94,8 +94,8 @@ def register(sub: Any) -> None:
         default="frames",
         help="how a video uses the --threads: 'frames' detects that many frames at once, one "
         "thread each, which keeps the cores busy beside decoding and encoding; 'layers' "
-        "detects one frame at a time on all of them, as the camera service does (default: "
-        "frames)",
+        "detects one frame at a time on all of them, as the camera service does, and as "
+        "photos always are (default: frames; a photo in a batch with videos gets one thread)",
     )
     p.add_argument(
         "--keep-audio", action="store_true", help="copy the audio track (default: dropped)"
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from firmware.anonymize.stage import stage_from_settings
     from firmware.errors import AnoncamError
-    from firmware.jobs.blur import blur_file, plan, prepare_output
+    from firmware.jobs.blur import blur_file, kind_of, plan, prepare_output
 
     detector, anonymizer = settings(args)
     pairs = plan(args.inputs, args.output)
@@ -208,7 +208,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     # A file job waits for a slow frame rather than masking it whole: nothing is live here.
-    frames_at_once = detector.threads if args.parallel == "frames" else 1
+    # Several frames at once only pays for a video; a photo keeps all threads on itself.
+    videos = any(kind_of(src) == "video" for src, _ in pairs)
+    frames_at_once = detector.threads if args.parallel == "frames" and videos else 1
     if frames_at_once > 1:  # one onnxruntime session, run on that many frames at once
         detector = detector.model_copy(update={"threads": 1})
     stage = stage_from_settings(detector, anonymizer, deadline=False)
