@@ -60,3 +60,69 @@ def test_ledger_stream_and_conflict() -> None:
     assert ledger.observe(SITE, DEVICE, 1, stream_id="a" * 16, digest="x").kind == "dup"
     assert ledger.observe(SITE, DEVICE, 1, stream_id="a" * 16, digest="z").kind == "conflict"
     assert ledger.conflicts == 1 and ledger.duplicates == 1 and ledger.accepted == 2
+
+
+# -- the two validators: jsonschema-rs decides only where it must agree with the reference ------
+def _mutations() -> list[tuple[str, dict[str, object]]]:
+    """A valid window, then every top-level and nested field set to values of each JSON type,
+    including integral floats (``2.0``, the case the two validators read differently)."""
+    base = window(5)
+    base["zones"] = {"till": {"min": 0, "max": 2, "mean": 1.0, "last": 1}}
+    base["suppress_below"] = 3
+    base["merged"] = 2
+    out: list[tuple[str, dict[str, object]]] = [("as is", base)]
+    values: list[object] = [2, 2.0, 2.5, -1, 0, 0.0, True, None, "2", [], {}]
+    nested = {
+        key: list(val)
+        for key, val in base.items()
+        if isinstance(val, dict) and key != "zones"  # occupancy, dwell_s, frames
+    }
+    for key in base:
+        for v in values:
+            out.append((f"{key}={v!r}", {**base, key: v}))
+    for key, fields in nested.items():
+        for field in [*fields, "lost"]:
+            for v in values:
+                inner = dict(base[key])  # type: ignore[call-overload]
+                inner[field] = v
+                out.append((f"{key}.{field}={v!r}", {**base, key: inner}))
+    for field in ("min", "max", "mean", "last"):
+        for v in values:
+            zone = {**base["zones"]["till"], field: v}  # type: ignore[index]
+            out.append((f"zones.till.{field}={v!r}", {**base, "zones": {"till": zone}}))
+    return out
+
+
+def _reference_accepts(value: dict[str, object]) -> bool:
+    return not any(True for _ in intake._strict_validator("counts").iter_errors(value))
+
+
+def test_the_fast_validator_is_installed_for_the_tests() -> None:
+    """The dev install has jsonschema-rs (the fleet extra), so the next test compares both."""
+    assert intake._fast_validator("counts") is not None
+
+
+@pytest.mark.parametrize(("name", "value"), _mutations(), ids=[m[0] for m in _mutations()])
+def test_validate_gives_the_reference_verdict(name: str, value: dict[str, object]) -> None:
+    """Whatever jsonschema-rs says, validate() accepts exactly what the strict reference
+    validator accepts; a float where an integer belongs is refused with its path."""
+    if _reference_accepts(value):
+        intake.validate("counts", value)
+    else:
+        with pytest.raises(intake.IntakeError, match=r"invalid at \$"):
+            intake.validate("counts", value)
+
+
+def test_integral_floats_are_caught_where_integers_belong() -> None:
+    """The places come from the schema through $ref, oneOf and maps (zones)."""
+    places = intake.integer_places("counts")
+    assert {("seq",), ("occupancy", "min"), ("zones", "*", "last"), ("frames", "lost")} <= places
+    assert ("occupancy", "mean") not in places and ("dwell_s", "p50") not in places
+    ok = window(5)
+    assert not intake.float_for_integer("counts", ok)
+    assert intake.float_for_integer("counts", {**ok, "seq": 5.0})
+    zones = {"till": {"min": 0, "max": 2.0, "mean": 1.0, "last": 1}}
+    assert intake.float_for_integer("counts", {**ok, "zones": zones})
+    # A float mean (0.0 in an empty window) is a number where a number belongs.
+    occupancy = {"min": 0, "max": 0, "mean": 0.0, "last": 0}
+    assert not intake.float_for_integer("counts", {**ok, "occupancy": occupancy})
