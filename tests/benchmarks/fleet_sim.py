@@ -14,7 +14,7 @@ lost, none duplicated, no conflict. ``--faults`` restarts the broker, SIGKILLs a
 subscriber and restarts the database, spread over the run. Exit 0 when nothing was lost or
 duplicated, 1 otherwise.
 
-    scripts/fleet-sim --devices 1000 --window 10 --duration 300 --subscribers 3 --faults
+    scripts/fleet-sim --devices 1000 --window 10 --duration 300 --subscribers 3 --faults all
 """
 
 from __future__ import annotations
@@ -154,7 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=10, help="window length, seconds")
     p.add_argument("--duration", type=int, default=300, help="seconds of publishing")
     p.add_argument("--subscribers", type=int, default=3)
-    p.add_argument("--processes", type=int, default=4, help="device worker processes")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=8,
+        help="device worker processes (default 8: each simulated device is two Python threads, "
+        "and 1000 devices in 4 processes starved each other's logins into a reconnect storm)",
+    )
     p.add_argument(
         "--faults",
         default="",
