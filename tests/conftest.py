@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import pytest
 
 from tests.support.mosquitto import Broker, make_broker
 from tests.support.postgres import Postgres, destroy, make_postgres
+
+# A shell starts a background job (`bash .ci/run &`, nohup, cron) with SIGINT ignored, and an
+# ignored signal stays ignored across exec: every subprocess a test starts would then ignore the
+# Ctrl-C that tests send to check the clean exit (exit 130), and time out. A handled signal is
+# reset to its default on exec, so handling it here gives the children the default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
