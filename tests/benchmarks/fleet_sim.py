@@ -141,6 +141,41 @@ class Subscriber:
                 self.proc.wait(5)
 
 
+FAULT_LEAD_S = 0.5
+"""A fault begins this long before a window boundary, so the fleet's next burst meets it."""
+FAULT_SPAN_WINDOWS = 3
+"""Windows closed within this many window lengths after a fault count as that fault's."""
+
+
+def phase_latencies(
+    latency: dict[tuple[str, str, int], float],
+    closed: dict[tuple[str, str, int], float],
+    fault_at: list[tuple[str, float]],
+    *,
+    span_s: float,
+) -> list[dict[str, Any]]:
+    """Latency figures per phase: each fault's windows (closed from the fault's start to
+    ``span_s`` after it) and the steady state (every other window), so a fault's cost shows
+    beside the figures before and after it instead of vanishing into a run-wide p99."""
+    groups: dict[str, list[float]] = {"steady (no fault within span)": []}
+    for name, _ in fault_at:
+        groups[name] = []
+    for key, value in latency.items():
+        at = closed[key]
+        hit = next((name for name, t in fault_at if t <= at < t + span_s), None)
+        groups[hit or "steady (no fault within span)"].append(value)
+    return [
+        {
+            "phase": name,
+            "windows": len(values),
+            "p50_s": round(_percentile(values, 0.5), 3),
+            "p99_s": round(_percentile(values, 0.99), 3),
+            "max_s": round(max(values, default=float("nan")), 3),
+        }
+        for name, values in groups.items()
+    ]
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -276,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             workers.append((subprocess.Popen(cmd, cwd=REPO, stderr=f, stdout=f), spec_path))
 
     faults: list[str] = []
+    fault_at: list[tuple[str, float]] = []  # (fault, epoch seconds it began)
     wanted = (
         {"broker", "subscriber", "db"}
         if args.faults == "all"
@@ -285,6 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--faults: unknown {', '.join(sorted(wanted - {'broker', 'subscriber', 'db'}))}")
     if wanted:
 
+        def before_burst() -> float:
+            # The whole fleet publishes on each window boundary: strike just before one, so a
+            # burst lands in the outage (a fault between bursts would hit nothing).
+            now = time.time()
+            boundary = (int(now) // args.window + 1) * args.window
+            if boundary - now < FAULT_LEAD_S:
+                boundary += args.window
+            time.sleep(boundary - FAULT_LEAD_S - now)
+            return time.time()
+
         def inject() -> None:
             # The fault clock starts with the first stored window (after the fleet connected).
             while True:
@@ -292,25 +338,32 @@ def main(argv: list[str] | None = None) -> int:
                     if conn.execute("SELECT count(*) FROM windows").fetchone()[0]:
                         break
                 time.sleep(0.5)
+            begun = time.time()
             step = args.duration / 4
             time.sleep(step)
             if "broker" in wanted:
+                at = before_burst()
                 broker.stop()
                 time.sleep(1)
                 broker.start()
-                faults.append(f"broker restarted at {step:.0f} s")
-            time.sleep(step)
+                fault_at.append(("broker restart", at))
+                faults.append(f"broker restarted at {at - begun:.0f} s")
+            time.sleep(max(0.0, begun + 2 * step - time.time()))
             if "subscriber" in wanted:
+                at = before_burst()
                 subs[0].kill()
                 time.sleep(1)
                 subs[0].start(sub_log)
+                fault_at.append((f"subscriber {subs[0].name} SIGKILL", at))
                 faults.append(
-                    f"subscriber {subs[0].name} SIGKILLed + restarted at {2 * step:.0f} s"
+                    f"subscriber {subs[0].name} SIGKILLed + restarted at {at - begun:.0f} s"
                 )
-            time.sleep(step)
+            time.sleep(max(0.0, begun + 3 * step - time.time()))
             if "db" in wanted:
+                at = before_burst()
                 pg.restart()
-                faults.append(f"PostgreSQL restarted at {3 * step:.0f} s")
+                fault_at.append(("PostgreSQL restart", at))
+                faults.append(f"PostgreSQL restarted at {at - begun:.0f} s")
 
         threading.Thread(target=inject, daemon=True).start()
 
@@ -352,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(set(stored) - set(closed))
     duplicated = len(rows) - len(stored)  # the primary key makes this 0 unless it is broken
     latencies = [stored[k] - closed[k] for k in closed if k in stored]
+    phases = phase_latencies(
+        {k: stored[k] - closed[k] for k in closed if k in stored},
+        closed,
+        fault_at,
+        span_s=FAULT_SPAN_WINDOWS * args.window,
+    )
     figures = {
         "devices": args.devices,
         "window_s": args.window,
@@ -369,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_p99_s": round(_percentile(latencies, 0.99), 3),
         "latency_max_s": round(max(latencies, default=float("nan")), 3),
         "faults": faults,
+        "phases": phases,
         "setup_s": round(setup_s, 1),
         "load_avg": os.getloadavg(),
     }
@@ -381,7 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         f"  end-to-end latency (closed -> committed): p50 {figures['latency_p50_s']} s, "
         f"p99 {figures['latency_p99_s']} s, max {figures['latency_max_s']} s\n"
         f"  faults: {', '.join(faults) if faults else 'none'}\n"
-        f"  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        + "".join(
+            f"    {ph['phase']}: {ph['windows']} windows, p50 {ph['p50_s']} s, "
+            f"p99 {ph['p99_s']} s, max {ph['max_s']} s\n"
+            for ph in phases
+            if faults
+        )
+        + f"  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
         f"  work dir: {work}"
     )
     if lost:

@@ -49,4 +49,8 @@ def test_fleet_sim_small_with_faults(tmp_path: Path) -> None:
     assert got["published"] >= 12 * 2 and got["stored"] == got["published"]
     assert got["lost"] == got["duplicated"] == got["conflicts"] == 0
     assert len(got["faults"]) == 3
+    # every stored window is in exactly one phase: the steady state or one fault's span
+    phases = {ph["phase"]: ph["windows"] for ph in got["phases"]}
+    assert len(phases) == 4 and sum(phases.values()) == got["stored"], phases
+    assert phases["broker restart"] > 0, phases  # the broker fault met a burst
     assert "p99" in result.stdout
