@@ -321,7 +321,8 @@ class MqttConfig(_Section):
     keep_until_subscribed: Bool = Field(
         True,
         description="MQTT 5: keep a window in the outbox while the broker answers that nobody "
-        "subscribes to it, and offer it again (2 s, doubling to 60 s); off: the broker drops it",
+        "subscribes to it, and offer it again (after a quarter of the time it has waited, "
+        "0.5 s to 60 s); off: the broker drops it",
     )
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 

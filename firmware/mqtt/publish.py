@@ -73,9 +73,11 @@ _POLL_S = 2.0
 # a rejection (ACL, quota) rarely fixes itself within seconds.
 _REJECT_PAUSE_S = 30.0
 # After the broker said no subscriber matched a window (MQTT 5 PUBACK 0x10, and
-# mqtt.keep_until_subscribed), offer it again after this long, doubling up to the maximum.
-_UNSUBSCRIBED_PAUSE_MIN_S = 2.0
+# mqtt.keep_until_subscribed), offer it again after a quarter of the time it has waited so far,
+# within these bounds (see unsubscribed_pause).
+_UNSUBSCRIBED_PAUSE_MIN_S = 0.5
 _UNSUBSCRIBED_PAUSE_MAX_S = 60.0
+_UNSUBSCRIBED_PAUSE_SHARE = 0.25
 _NO_MATCHING_SUBSCRIBERS = 0x10
 # After the outbox database failed (disk, lock), wait this long before reading it again.
 _STORAGE_PAUSE_S = 5.0
@@ -85,6 +87,20 @@ _HA_NOTE = "homeassistant_discovery_topic"  # outbox note: the retained discover
 
 def _protocol_name(p: MQTTProtocolVersion) -> str:
     return "5" if p == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+
+
+def unsubscribed_pause(waited_s: float) -> float:
+    """How long a window nobody subscribed to waits before it is offered again, when the held
+    windows have waited ``waited_s`` so far: a quarter of that, from 0.5 s up to 60 s.
+
+    So a subscriber that comes back after an absence of T gets the held windows at most about
+    T/4 + 0.5 s later (a broker restart of about a second costs about a second, not the 2-4 s
+    of a doubling ramp), while a fleet waiting out a long outage offers each window every
+    minute at most once (1000 devices: about 17 messages a second)."""
+    return min(
+        max(waited_s * _UNSUBSCRIBED_PAUSE_SHARE, _UNSUBSCRIBED_PAUSE_MIN_S),
+        _UNSUBSCRIBED_PAUSE_MAX_S,
+    )
 
 
 class Publisher:
@@ -160,6 +176,7 @@ class Publisher:
         self._inflight_seqs: set[int] = set()
         self._paused_until = 0.0
         self._unsubscribed_pause = 0.0  # > 0 while windows wait for a subscriber
+        self._unsubscribed_since = 0.0  # monotonic time of the first 0x10 of this wait
         self._last_error: BrokerError | None = None
         self._last_fatal = False
         self._failed_attempts = 0
@@ -465,7 +482,13 @@ class Publisher:
                 with self._lock:
                     self._paused_until = time.monotonic() + _STORAGE_PAUSE_S
                 now = time.monotonic()
-            self._wake.wait(max(0.0, min(next_health - now, self._poll_s)))
+            timeout = min(next_health - now, self._poll_s)
+            with self._lock:
+                if self._paused_until > now:
+                    # look again the moment a pause ends (a held window is due), not at the
+                    # next poll: with 0x10 holds that poll was up to 2 s of extra latency
+                    timeout = min(timeout, self._paused_until - now)
+            self._wake.wait(max(0.0, timeout))
 
     def _close(self, client: mqtt.Client) -> None:
         # A normal DISCONNECT makes the broker discard the Last Will; on a dead or refused
@@ -602,16 +625,14 @@ class Publisher:
         if now < self._paused_until:
             return  # the rest of a burst that was in flight when the first 0x10 came back
         first = self._unsubscribed_pause == 0.0
-        self._unsubscribed_pause = (
-            _UNSUBSCRIBED_PAUSE_MIN_S
-            if first
-            else min(2 * self._unsubscribed_pause, _UNSUBSCRIBED_PAUSE_MAX_S)
-        )
+        if first:
+            self._unsubscribed_since = now
+        self._unsubscribed_pause = unsubscribed_pause(now - self._unsubscribed_since)
         self._paused_until = now + self._unsubscribed_pause
         log = logger.warning if first else logger.debug
         log(
             "the broker has no subscriber for window seq %d on %s; it and the windows after it "
-            "stay in the outbox, offered again in %.0f s (mqtt.keep_until_subscribed)",
+            "stay in the outbox, offered again in %.1f s (mqtt.keep_until_subscribed)",
             seq,
             contract.topic(self._config.prefix, self._site, self._device, "counts"),
             self._unsubscribed_pause,

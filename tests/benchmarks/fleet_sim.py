@@ -213,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
+        import logging
+
+        # timestamped, so a kept work dir shows when each device lost, regained and sent
+        logging.basicConfig(format="%(created).3f %(message)s", level=logging.INFO)
         run_worker(json.loads(args.worker.read_text()))
         return 0
     if min(args.devices, args.window, args.duration, args.subscribers, args.processes) < 1:

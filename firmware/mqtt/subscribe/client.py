@@ -95,6 +95,10 @@ class _Pending:
     window: Window
 
 
+RECONNECT_MIN_S = 0.25
+"""The subscriber's first reconnect delay, in seconds (doubling to 30 s)."""
+
+
 class Subscriber:
     """Follows count windows (and device status) on one broker and stores them.
 
@@ -187,7 +191,11 @@ class Subscriber:
             manual_ack=True,
             persistent=persistent,
         )
-        client.reconnect_delay_set(1, 30)
+        # First retry after 0.25 s, doubling to 30 s: a broker restarted in about a second is
+        # back before the third try (T+1.25 s), not after paho's default ramp (1, 2 s: T+3 s),
+        # and every window the fleet sent meanwhile waits for this subscription (PUBACK 0x10).
+        # paho annotates the delays as int; it only adds and doubles them (_reconnect_wait).
+        client.reconnect_delay_set(RECONNECT_MIN_S, 30)  # type: ignore[arg-type]
         # Second line of defence: paho logs an exception from any callback instead of letting
         # it end its network thread (our callbacks catch their own; see _on_message).
         client.suppress_exceptions = True
