@@ -58,6 +58,27 @@ def test_quick_counting_bench_counts_person_tracks_with_people() -> None:
     assert r["matched"] + r["missed"] == r["true_entries"] + r["true_exits"], r
 
 
+@pytest.mark.slow
+def test_quick_counting_bench_counts_full_bodies() -> None:
+    """--people --bodies (issue 9): person tracks on full bodies, some seen from behind; the
+    few crossings of 10 s at 3 in view are all counted (NanoDet sees the bodies), and --bodies
+    without --people is a usage error (exit 2: body crossings are the feet's)."""
+    rows = _quick_rows("--people", "--bodies", "--back-share", "0.5", "--max-in-view", "3")
+    (r,) = rows
+    assert r["frames"] == 100 and r["fps"] > 0, r
+    assert (r["window_entries"], r["window_exits"]) == (r["entries"], r["exits"]), r
+    assert r["true_entries"] + r["true_exits"] > 0, r
+    assert r["matched"] == r["true_entries"] + r["true_exits"] and r["extra"] == 0, r
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "bench-counting"), "--quick", "--bodies"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--people" in proc.stderr
+
+
 def test_matching_is_one_to_one_by_direction_within_tolerance() -> None:
     """A count matches a true crossing only in the same direction, within the tolerance, and
     each side at most once; the closest pairs win."""

@@ -31,7 +31,8 @@ LINE_Y = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """A ground-truth crossing of the line by a face centre, ``t_s`` seconds into the scene."""
+    """A ground-truth crossing of the line, ``t_s`` seconds into the scene: by a face centre,
+    or by the feet in a scene of full bodies (``SyntheticScene(bodies=True)``)."""
 
     t_s: float
     direction: Literal["entry", "exit"]
@@ -45,7 +46,8 @@ class Walk:
     ``start_s``: when the person starts walking in (they are off-frame at that moment).
     ``lane``: 0 .. max_in_view-1 from the left. ``face_px``: face height in pixels.
     ``speed``: frame heights per second. ``identity``: index into ``SyntheticScene.identities``.
-    ``stop_y``: where a turn-back or lingering person stops (fraction of the height).
+    ``stop_y``: where a turn-back or lingering person stops (fraction of the height; the face
+    centre, or the feet with full bodies).
     ``pause_s``: how long they stop. ``facing``: ``"back"`` walks with the back of the head
     to the camera (no face is ever visible: hair only), ``None`` draws it from the scene's
     ``back_share``.
@@ -64,7 +66,8 @@ class Walk:
 
 @dataclass(frozen=True, slots=True)
 class Person:
-    """One scheduled person: who, where and the piecewise-linear path of their face centre."""
+    """One scheduled person: who, where and the piecewise-linear path of their face centre (of
+    their feet in a scene of full bodies)."""
 
     index: int
     kind: WalkKind

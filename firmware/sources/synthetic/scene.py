@@ -19,6 +19,17 @@ walk. People keep to lanes, so faces never overlap and every ground-truth face i
 
 Speed: the background and each person's sprite are rendered once; a frame is a copy of the
 background plus one masked ``np.copyto`` per visible person.
+
+Full bodies (``bodies=True``, opt-in; the default renders exactly as before): every person is a
+complete walking figure (:mod:`~firmware.sources.synthetic.bodies`) that a person detector sees
+as a person, with the gait pose chosen per frame from the distance walked. Faces are then
+smaller (a body is about 9.6 face heights: 20-30 px faces, 190-290 px bodies at 720 rows, so a
+body is at most 0.4 of the frame high and is seen whole well before and after the line). The
+path a person follows is then the path of their feet, not of their face centre, and a true
+crossing is the feet crossing the line: what the counter tests on a person box with the default
+``counter.anchor = "bottom"`` (the box's bottom centre). Faces cross about a body height
+earlier or later, which is why the face-centre convention of the default scene does not carry
+over.
 """
 
 from __future__ import annotations
@@ -36,6 +47,14 @@ from numpy.typing import NDArray
 
 from firmware.frames import Frame, Image
 from firmware.sources.base import SourceBase
+from firmware.sources.synthetic.bodies import (
+    BODY_WIDTH_PER_FACE,
+    GAIT_PHASES,
+    body_layout,
+    build_body_sprite,
+    facing_source,
+    gait_phase,
+)
 from firmware.sources.synthetic.faces import load_faces, skimage_data_dir
 from firmware.sources.synthetic.people import LINE_Y, Crossing, Person, Walk, WalkKind
 from firmware.sources.synthetic.sprites import (
@@ -61,6 +80,11 @@ _REFERENCE_HEIGHT = 720
 
 _FACE_PX = (60.0, 160.0)  # face heights at 720 rows; scaled with the frame height
 
+# Face heights of full bodies at 720 rows: bodies of 190-290 px. NanoDet at 448x256 finds ~100 %
+# of drawn bodies from about 200 px (fewer below 150 px in some colours); above 0.4 of the frame
+# an entering person would be seen whole only once the feet are nearly on the line.
+_BODY_FACE_PX = (20.0, 30.0)
+
 _SWAY = 0.03  # side-to-side sway amplitude / lane width
 
 _PERIOD_S = 3600.0  # longer scenes repeat their first hour
@@ -73,7 +97,10 @@ class SyntheticScene(SourceBase):
     means narrower lanes and smaller faces (a face never overlaps another). ``mean_gap_s``: mean
     pause between people in one lane (smaller is busier). ``people``: ``None`` fills the scene,
     an int schedules exactly that many people, a sequence of :class:`Walk` scripts the scene.
-    ``face_px``: range of face heights (default 60-160 px at 720 rows, scaled with ``height``).
+    ``face_px``: range of face heights (default 60-160 px at 720 rows, scaled with ``height``;
+    with ``bodies`` 20-30 px). ``bodies``: draw complete walking figures a person detector sees
+    (see the module docstring: paths and crossings are then those of the feet); off, the
+    default, renders the head-and-torso sprites exactly as before.
     """
 
     def __init__(
@@ -89,10 +116,12 @@ class SyntheticScene(SourceBase):
         mean_gap_s: float = 1.5,
         face_px: tuple[float, float] | None = None,
         back_share: float = 0.0,
+        bodies: bool = False,
     ) -> None:
         if not 0.0 <= back_share <= 1.0:
             raise ValueError(f"back_share must be in 0..1, got {back_share}")
         self.back_share = float(back_share)
+        self.bodies = bool(bodies)
         if width < 64 or height < 64:
             raise ValueError(f"the scene needs at least 64x64 pixels, got {width}x{height}")
         if fps <= 0 or duration_s <= 0:
@@ -108,12 +137,14 @@ class SyntheticScene(SourceBase):
         data = skimage_data_dir()
         self._faces = load_faces()
         k = self._h / _REFERENCE_HEIGHT
-        lo, hi = face_px if face_px is not None else (_FACE_PX[0] * k, _FACE_PX[1] * k)
+        default_px = _BODY_FACE_PX if self.bodies else _FACE_PX
+        lo, hi = face_px if face_px is not None else (default_px[0] * k, default_px[1] * k)
         self._lanes = max_in_view
         margin = 0.04 * self._w + 2  # keep clear of the shelves
         self._lane_w = (self._w - 2 * margin) / max_in_view
         self._lane_x = tuple(margin + self._lane_w * (i + 0.5) for i in range(max_in_view))
-        fit = self._lane_w * (1 - 2 * _SWAY - 0.04) / (_BODY_WIDTH + 0.02)
+        per_face = BODY_WIDTH_PER_FACE if self.bodies else _BODY_WIDTH + 0.02
+        fit = self._lane_w * (1 - 2 * _SWAY - 0.04) / per_face
         if fit < lo:
             raise ValueError(
                 f"{max_in_view} lanes of {self._lane_w:.0f} px cannot hold faces of {lo:.0f} px; "
@@ -125,16 +156,22 @@ class SyntheticScene(SourceBase):
         self._starts = np.array([p.t_start for p in self._people], np.float64)
         self._ends = np.array([p.t_end for p in self._people], np.float64)
         self._layouts = [self._layout_of(p) for p in self._people]
+        # With bodies, one layout per gait phase (the face bobs; size and anchor are the same).
+        self._phases: list[tuple[SpriteLayout, ...]] = (
+            [self._body_layouts(p) for p in self._people] if self.bodies else []
+        )
         self._background = render_background(self._w, self._h, data)
-        self._sprites: dict[int, Sprite] = {}
+        self._sprites: dict[tuple[int, int], Sprite] = {}
         self._crossings = self._all_crossings()
 
     # -- scheduling -------------------------------------------------------------------------
     def _path(
         self, walk: Walk, rng: np.random.Generator, face_px: float, identity: int
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Times and face-centre ys (pixels) of a walk, starting and ending off-frame."""
-        lay = layout_for(self._faces[identity], face_px)
+        """Times and anchor ys (pixels; the face centre, or the feet with bodies) of a walk,
+        starting and ending off-frame."""
+        src = self._faces[identity]
+        lay = body_layout(src, face_px, 0) if self.bodies else layout_for(src, face_px)
         h = self._h
         top = -(lay.height - lay.anchor[1]) - 1.0  # whole sprite above the frame
         bottom = h + lay.anchor[1] + 1.0  # whole sprite below the frame
@@ -265,8 +302,28 @@ class SyntheticScene(SourceBase):
         return tuple(out)
 
     def _layout_of(self, person: Person) -> SpriteLayout:
+        if self.bodies:
+            return body_layout(
+                facing_source(self._faces[person.identity], person.flip), person.face_px, 0
+            )
         lay = layout_for(self._faces[person.identity], person.face_px)
         return mirror_layout(lay) if person.flip else lay
+
+    def _body_layouts(self, person: Person) -> tuple[SpriteLayout, ...]:
+        src = facing_source(self._faces[person.identity], person.flip)
+        return tuple(body_layout(src, person.face_px, k) for k in range(GAIT_PHASES))
+
+    def _phase_at(self, person: Person, tp: float) -> int:
+        """The gait pose at time ``tp``: from the distance walked, so a standing person (a
+        lingering or turning pause) holds pose 0, feet together."""
+        times = np.asarray(person.times)
+        ys = np.asarray(person.ys)
+        walked = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(ys)))])
+        seg = int(np.clip(np.searchsorted(times, tp, side="right") - 1, 0, len(times) - 2))
+        if ys[seg + 1] == ys[seg]:
+            return 0
+        distance = float(np.interp(tp, times, walked))
+        return gait_phase(distance, person.face_px)
 
     def _all_crossings(self) -> tuple[Crossing, ...]:
         one: list[Crossing] = []
@@ -297,7 +354,8 @@ class SyntheticScene(SourceBase):
 
     @property
     def crossings(self) -> tuple[Crossing, ...]:
-        """Every crossing of the line by a face centre, in time order."""
+        """Every crossing of the line by a face centre (with bodies: by the feet), in time
+        order."""
         return self._crossings
 
     @property
@@ -310,8 +368,9 @@ class SyntheticScene(SourceBase):
         """A copy of the empty scene."""
         return self._background.copy()
 
-    def _placements(self, index: int) -> list[tuple[int, int, int]]:
-        """``(person slot, x0, y0)`` of each person in frame ``index``, back to front."""
+    def _placements(self, index: int) -> list[tuple[int, int, int, int]]:
+        """``(person slot, x0, y0, gait phase)`` of each person in frame ``index``, back to
+        front (phase 0 without bodies)."""
         t = index / self._fps
         k = int(t // self._period)
         tp = t - k * self._period
@@ -319,7 +378,7 @@ class SyntheticScene(SourceBase):
         active = np.nonzero((self._starts <= tp) & (self._ends >= tp) & (self._ends <= end_limit))[
             0
         ]
-        out: list[tuple[float, int, int, int]] = []
+        out: list[tuple[float, int, int, int, int]] = []
         for slot in active.tolist():
             p = self._people[slot]
             lay = self._layouts[slot]
@@ -329,9 +388,10 @@ class SyntheticScene(SourceBase):
             )
             x0 = round(p.x + sway - lay.anchor[0])
             y0 = round(y - lay.anchor[1])
-            out.append((y, slot, x0, y0))
+            phase = self._phase_at(p, tp) if self.bodies else 0
+            out.append((y, slot, x0, y0, phase))
         out.sort()
-        return [(slot, x0, y0) for _y, slot, x0, y0 in out]
+        return [(slot, x0, y0, phase) for _y, slot, x0, y0, phase in out]
 
     def truth(
         self, index: int, *, min_visible: float = 0.0, heads: bool = False
@@ -344,10 +404,11 @@ class SyntheticScene(SourceBase):
         box is where the head is, for everyone (what head masking must cover).
         """
         boxes: list[tuple[float, float, float, float]] = []
-        for slot, x0, y0 in self._placements(index):
+        for slot, x0, y0, phase in self._placements(index):
             if not heads and self._people[slot].facing == "back":
                 continue
-            fx1, fy1, fx2, fy2 = self._layouts[slot].face
+            lay = self._phases[slot][phase] if self.bodies else self._layouts[slot]
+            fx1, fy1, fx2, fy2 = lay.face
             x1, y1, x2, y2 = x0 + fx1, y0 + fy1, x0 + fx2, y0 + fy2
             cx1, cy1 = max(0.0, x1), max(0.0, y1)
             cx2, cy2 = min(float(self._w), x2), min(float(self._h), y2)
@@ -358,11 +419,32 @@ class SyntheticScene(SourceBase):
             boxes.append((cx1, cy1, cx2, cy2))
         return np.array(boxes, np.float32).reshape(-1, 4)
 
+    def people_boxes(self, index: int) -> NDArray[np.float32]:
+        """Body boxes ``(N, 4)`` (x1, y1, x2, y2 pixels, clipped to the frame) of the people
+        visible in frame ``index``: the bounding box of every drawn pixel of a person, what a
+        person detector should find. Renders the sprites it needs (they are cached)."""
+        boxes: list[tuple[float, float, float, float]] = []
+        for slot, x0, y0, phase in self._placements(index):
+            mask = self._sprite(slot, phase).mask
+            rows = np.flatnonzero(mask.any(axis=1))
+            cols = np.flatnonzero(mask.any(axis=0))
+            x1 = max(0.0, float(x0 + cols[0]))
+            y1 = max(0.0, float(y0 + rows[0]))
+            x2 = min(float(self._w), float(x0 + cols[-1] + 1))
+            y2 = min(float(self._h), float(y0 + rows[-1] + 1))
+            if x2 - x1 >= 1 and y2 - y1 >= 1:
+                boxes.append((x1, y1, x2, y2))
+        return np.array(boxes, np.float32).reshape(-1, 4)
+
     # -- rendering --------------------------------------------------------------------------
-    def _sprite(self, slot: int) -> Sprite:
-        sprite = self._sprites.get(slot)
-        if sprite is None:
-            p = self._people[slot]
+    def _sprite(self, slot: int, phase: int = 0) -> Sprite:
+        sprite = self._sprites.get((slot, phase))
+        if sprite is not None:
+            return sprite
+        p = self._people[slot]
+        if self.bodies:
+            sprite = build_body_sprite(self._faces[p.identity], p, phase)
+        else:
             sprite = build_sprite(self._faces[p.identity], p)
             if p.flip:
                 sprite = Sprite(
@@ -370,7 +452,7 @@ class SyntheticScene(SourceBase):
                     np.ascontiguousarray(sprite.mask[:, ::-1]),
                     mirror_layout(sprite.layout),
                 )
-            self._sprites[slot] = sprite
+        self._sprites[(slot, phase)] = sprite
         return sprite
 
     def render(self, index: int) -> Image:
@@ -379,12 +461,12 @@ class SyntheticScene(SourceBase):
             raise IndexError(f"frame {index} is outside 0..{self._frame_count - 1}")
         img = self._background.copy()
         placements = self._placements(index)
-        visible = {slot for slot, _x, _y in placements}
+        visible = {slot for slot, _x, _y, _phase in placements}
         # Sprites of people who have left are dropped, so memory stays flat on long runs.
-        for slot in [s for s in self._sprites if s not in visible]:
-            del self._sprites[slot]
-        for slot, x0, y0 in placements:
-            sprite = self._sprite(slot)
+        for key in [k for k in self._sprites if k[0] not in visible]:
+            del self._sprites[key]
+        for slot, x0, y0, phase in placements:
+            sprite = self._sprite(slot, phase)
             sh, sw = sprite.mask.shape
             fx0, fy0 = max(0, x0), max(0, y0)
             fx1, fy1 = min(self._w, x0 + sw), min(self._h, y0 + sh)
@@ -415,6 +497,7 @@ class SyntheticScene(SourceBase):
         return (
             f"synthetic scene {self._w}x{self._h} @ {self._fps:g} fps, {self.duration_s:g} s, "
             f"{len(self._people)} people, {len(self._crossings)} crossings, seed {self.seed}"
+            + (", full bodies" if self.bodies else "")
         )
 
     def frames(self) -> Iterator[Frame]:
