@@ -23,6 +23,8 @@ fps = 15.0
 lores_width = 640             # detection stream; smaller is faster, misses distant faces
 lores_height = 360            # keep the main stream's aspect ratio
 duration_s = 60.0             # with kind = "synthetic": length of the demo scene
+bodies = false                # with kind = "synthetic": whole walking bodies (pair with
+                              # [people] enabled = true); false: heads on torsos
 
 [detector]
 # model = "/var/lib/anoncam/models/centerface-opt.onnx"  # default: the fetched CenterFace

@@ -81,6 +81,12 @@ class SourceConfig(_Section):
     duration_s: Float = Field(
         60.0, gt=0, le=31_536_000, description="length of the synthetic scene in seconds"
     )
+    bodies: Bool = Field(
+        False,
+        description="synthetic scene: draw people as whole walking bodies a person detector "
+        "sees (their feet cross the line; pair with [people] enabled); off: heads on torsos, "
+        "counted by their faces",
+    )
 
     @model_validator(mode="after")
     def _path_for_file(self) -> SourceConfig:

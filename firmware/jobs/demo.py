@@ -1,7 +1,9 @@
 """``anoncam demo``: the whole pipeline on a synthetic scene of real faces, on any machine.
 
-A scene of people with real face photos (from scikit-image's bundled images) walking across a
-counting line is anonymized, tracked and counted; closed windows go through the outbox to an
+A scene of people with real face photos (from scikit-image's bundled images) on whole drawn
+bodies walking across a counting line is anonymized (every face CenterFace finds, and the head
+of every person NanoDet finds), counted from person tracks (the product's way to count: people
+walking away show no face); closed windows go through the outbox to an
 MQTT broker (Mosquitto when installed, else an embedded one) and come back through a subscriber
 that validates them against the contract. The anonymized video is written to disk, and the
 counts are compared with the scene's ground truth.
@@ -58,9 +60,11 @@ def demo_config(
                 "height": height,
                 "fps": fps,
                 "duration_s": duration_s,
+                "bodies": True,
             },
             # the Pi detects on a 640x360 second stream; do the same here
             "detector": {"detect_width": 640, "detect_height": 360},
+            "people": {"enabled": True},
             "windows": {"seconds": window_s},
             "mqtt": {"host": host, "port": port, "protocol": protocol},
         },
@@ -112,7 +116,7 @@ def run_demo(
         fps=fps,
         window_s=window_s,
     )
-    truth = SyntheticScene(width, height, fps, duration_s)  # the same deterministic scene
+    truth = SyntheticScene(width, height, fps, duration_s, bodies=True)  # the same scene
     total = truth.frame_count
     received: list[dict[str, Any]] = []
 

@@ -34,7 +34,11 @@ def open_source(config: SourceConfig) -> FrameSource:
         from firmware.sources.synthetic.scene import SyntheticScene
 
         return SyntheticScene(
-            width=config.width, height=config.height, fps=config.fps, duration_s=config.duration_s
+            width=config.width,
+            height=config.height,
+            fps=config.fps,
+            duration_s=config.duration_s,
+            bodies=config.bodies,
         )
     path = config.path
     if path is None:  # the config validator already forbids this; keep the type checker honest
