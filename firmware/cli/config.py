@@ -35,7 +35,7 @@ threads = 2
 timeout_s = 2.0               # slower detection fails closed (whole frame masked)
 
 [people]
-enabled = false               # count bodies (any side) with the person detector; off: face tracks
+enabled = true                # count bodies (any side) with the person detector; off: face tracks
 # model = "/var/lib/anoncam/models/nanodet.onnx"  # default: the model from 'anoncam models fetch'
 threshold = 0.45              # lower finds distant people and more false ones
 detect_width = 448            # multiples of 32; keep the stream's aspect ratio

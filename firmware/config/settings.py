@@ -137,10 +137,10 @@ class DetectorConfig(_Section):
 
 class PeopleConfig(_Section):
     enabled: Bool = Field(
-        False,
+        True,
         description="count people from a person detector (bodies, seen from any side) and cover "
-        "the head of every person; off: count face tracks (misses people walking away). Off by "
-        "default until its counting accuracy is measured on annotated real footage (README)",
+        "the head of every person; off: count face tracks (misses people walking away: 2 of 14 "
+        "crossings on real footage, against 13-14 of 14 from person tracks; README)",
     )
     model: Path | None = Field(
         None,

@@ -16,7 +16,7 @@ import sqlite3
 import tomllib
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,12 @@ NOT_DEMOGRAPHIC = {"oldest_unsent_age_s"}  # health: how long the oldest unsent 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     return rendered(tmp_path_factory, BUSY_DOOR)
+
+
+@pytest.fixture(scope="module")
+def door_faces(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """The busy door drawn with the large faces of the head-and-torso scene (P2 checks faces)."""
+    return rendered(tmp_path_factory, replace(BUSY_DOOR, bodies=False))
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +200,7 @@ def _likeness(raw: np.ndarray, out: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_p2_frames_leaving_the_service_are_anonymized(
-    mosquitto: Broker, door: Rendered, detector: CenterFace, tmp_path: Path
+    mosquitto: Broker, door_faces: Rendered, detector: CenterFace, tmp_path: Path
 ) -> None:
     """P2: a sink attached to the running service (where the preview page takes its frames)
     receives only anonymized images: in every frame, the core of every ground-truth face
@@ -210,7 +216,7 @@ def test_p2_frames_leaving_the_service_are_anonymized(
     controls: list[tuple[int, np.ndarray]] = []
     # The result carries no raw pixels (P2, held by the type), so the raw frames for the
     # comparison come from a second, independent decode of the same file, in step with the sink.
-    raw_frames = VideoFileSource(door.path).frames()
+    raw_frames = VideoFileSource(door_faces.path).frames()
 
     def raw_frame(index: int) -> np.ndarray:
         frame = next(raw_frames)
@@ -223,7 +229,7 @@ def test_p2_frames_leaving_the_service_are_anonymized(
         nonlocal checked
         i = result.index
         raw_image = raw_frame(i)
-        truth = door.scene.truth(i, min_visible=1.0)
+        truth = door_faces.scene.truth(i, min_visible=1.0)
         truth = truth[(truth[:, 3] - truth[:, 1]) >= 24]
         for x1, y1, x2, y2 in truth:
             cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
@@ -237,18 +243,18 @@ def test_p2_frames_leaving_the_service_are_anonymized(
         if len(truth) and i % 10 == 0 and len(controls) < 8:
             controls.append((i, np.array(raw_image)))
 
-    config = config_for(door.path, mosquitto.port, tmp_path / "state")
+    config = config_for(door_faces.path, mosquitto.port, tmp_path / "state")
     listener = Listener(mosquitto)  # someone takes the counts, so the outbox drains
     try:
         result = Service(config, drain_timeout_s=10, extra_sinks=(sink,)).run()
     finally:
         listener.close()
-    assert result.drained and result.frames == door.frames
+    assert result.drained and result.frames == door_faces.frames
     assert checked >= 300, "the scene should show faces in most frames"
     assert problems == []
     assert len(controls) >= 5
     for index, raw in controls:
-        truth = door.scene.truth(index, min_visible=1.0)
+        truth = door_faces.scene.truth(index, min_visible=1.0)
         truth = truth[(truth[:, 3] - truth[:, 1]) >= 24]
         assert (_best_iou(truth, detector(raw)) >= 0.5).all(), f"control frame {index}"
 
@@ -282,9 +288,9 @@ RETURNING = SceneSpec(
     duration_s=22.0,
     max_in_view=1,
     walks=(
-        Walk("entry", 0.5, lane=0, identity=0, face_px=50, speed=0.3),
-        Walk("exit", 7.5, lane=0, identity=0, face_px=50, speed=0.3),
-        Walk("entry", 14.5, lane=0, identity=0, face_px=50, speed=0.3),
+        Walk("entry", 0.5, lane=0, identity=0, face_px=12, speed=0.3),
+        Walk("exit", 7.5, lane=0, identity=0, face_px=12, speed=0.3),
+        Walk("entry", 14.5, lane=0, identity=0, face_px=12, speed=0.3),
     ),
 )
 
@@ -425,9 +431,9 @@ SPARSE_THEN_BUSY = SceneSpec(
     duration_s=20.0,
     max_in_view=2,
     walks=(
-        Walk("entry", 0.5, lane=0, face_px=50, speed=0.3),  # window 0-10 s: one person
-        Walk("entry", 10.5, lane=0, face_px=50, speed=0.3),  # window 10-20 s: two people
-        Walk("entry", 11.0, lane=1, face_px=50, speed=0.3),
+        Walk("entry", 0.5, lane=0, face_px=12, speed=0.3),  # window 0-10 s: one person
+        Walk("entry", 10.5, lane=0, face_px=12, speed=0.3),  # window 10-20 s: two people
+        Walk("entry", 11.0, lane=1, face_px=12, speed=0.3),
     ),
 )
 
