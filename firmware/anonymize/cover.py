@@ -166,10 +166,15 @@ class Anonymizer:
         check_image(image)
         out = image.copy()
         b = np.asarray(boxes, np.float32)
-        regions = [(r, self.shape) for r in self.mask_regions(image, b[:, :4])] if b.size else []
+        # Heads first, faces last: a face is then covered by its own scramble, at its own cell
+        # size, not by the coarse cells of a wide head box that happened to overlap it (a
+        # few big cells over a face's core can line up with its light and dark halves).
+        regions: list[tuple[NDArray[np.int32], str]] = []
         if exact is not None and len(exact):
             e = np.asarray(exact, np.float32).reshape(-1, 4)
             regions += [(r, "box") for r in _grow(e, 1.0, image.shape[1], image.shape[0])]
+        if b.size:
+            regions += [(r, self.shape) for r in self.mask_regions(image, b[:, :4])]
         for (x1, y1, x2, y2), shape in regions:
             if x2 <= x1 or y2 <= y1:
                 continue

@@ -154,14 +154,16 @@ class PeopleConfig(_Section):
         "false ones (0.35 fires on cones and signs in real footage)",
     )
     detect_width: Int = Field(
-        448,
+        576,
         ge=32,
         le=1024,
         multiple_of=32,
-        description="person detection input width (a multiple of 32); keep the stream's aspect",
+        description="person detection input width (a multiple of 32); keep the stream's aspect. "
+        "NanoDet finds people from about 20 px tall in its input: 576x320 counts people from about "
+        "1/16 of the frame height (real footage: 14 of 14 crossings; 448x256: 13 of 14)",
     )
     detect_height: Int = Field(
-        256, ge=32, le=1024, multiple_of=32, description="person detection input height"
+        320, ge=32, le=1024, multiple_of=32, description="person detection input height"
     )
     every_n_frames: Int = Field(
         2,

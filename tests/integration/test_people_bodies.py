@@ -24,7 +24,7 @@ W, H = 640, 360
 
 @pytest.fixture(scope="module")
 def people() -> NanoDet:
-    return NanoDet(threads=2)  # the product's defaults: 448x256, threshold 0.45
+    return NanoDet(threads=2)  # the product's defaults: 576x320, threshold 0.45
 
 
 def _recall(detector: NanoDet, scene: SyntheticScene, facing: str | None = None) -> float:
