@@ -46,7 +46,12 @@ def fetch_clip(sha256: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="anoncam-footage-") as tmp:
         try:
-            subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+            download = ["apt-get", "download", "opencv-doc"]
+            if subprocess.run(download, cwd=tmp, check=False).returncode != 0:
+                # a machine whose package lists were never fetched (or are stale) knows no
+                # opencv-doc yet: read the lists once and try again
+                subprocess.run(["apt-get", "update", "-qq"], check=False)
+                subprocess.run(download, cwd=tmp, check=True)
             deb = next(Path(tmp).glob("opencv-doc_*.deb"))
             subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
         except (OSError, subprocess.CalledProcessError) as exc:
@@ -60,8 +65,11 @@ def fetch_clip(sha256: str) -> Path:
     return clip
 
 
-def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int, int]) -> str:
-    """One run of the real frame loop over ``clip``; the report line for it."""
+def count_clip(
+    clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int, int]
+) -> tuple[list[Any], list[Crossing], list[Any], Any, float]:
+    """Run the real frame loop over ``clip``: the counted events, the missed true crossings,
+    the extra counts (matched one-to-one within 1 s), the loop's stats and its seconds."""
     config = Config.model_validate(
         {
             "people": {
@@ -84,9 +92,16 @@ def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int
         source.close()
     crossings = [Crossing(float(t), d) for t, d in truth["crossings"]]
     missed, extra = pair(counter.events, crossings, 1.0)
+    return list(counter.events), list(missed), list(extra), stats, elapsed
+
+
+def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int, int]) -> str:
+    """One run of the real frame loop over ``clip``; the report line for it."""
+    events, missed, extra, stats, elapsed = count_clip(clip, truth, mode, people_size)
+    crossings = [Crossing(float(t), d) for t, d in truth["crossings"]]
     matched = len(crossings) - len(missed)
-    entries = sum(e.direction == "entry" for e in counter.events)
-    exits = len(counter.events) - entries
+    entries = sum(e.direction == "entry" for e in events)
+    exits = len(events) - entries
     true_entries = sum(c.direction == "entry" for c in crossings)
     label = f"{mode} {people_size[0]}x{people_size[1]}" if mode == "people" else mode
     return (
