@@ -13,7 +13,7 @@ The live service does not do this: a camera wants each frame's latency low, not 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from firmware.anonymize.stage import AnonymizingStage, Detected
@@ -22,7 +22,7 @@ from firmware.frames import Frame
 
 def detect_ahead(
     stage: AnonymizingStage, frames: Iterable[Frame], workers: int
-) -> Iterator[tuple[Frame, Detected]]:
+) -> Generator[tuple[Frame, Detected], None, None]:
     """``(frame, what the detector found on it)`` for each frame, in input order, with up to
     ``workers`` detections running at once and ``workers`` more frames queued behind them (so
     memory stays a few frames). The detector must be safe to call from several threads (an

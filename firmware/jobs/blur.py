@@ -11,6 +11,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -193,18 +194,23 @@ def blur_video(
             ):
                 # hold back as many frames as the mask hold lasts, to mask faces walking in
                 lookahead = Lookahead(stage.anonymizer, delay_frames(stage.hold.hold_s, source.fps))
-                # decode ahead and encode behind while the detector works on this frame
-                decoded = read_ahead(source.frames())
-                for done, (frame, detected) in enumerate(
-                    detect_ahead(stage, decoded, frames_at_once), start=1
+                # Decode ahead and encode behind while the detector works on this frame. Both
+                # generators are closed here, also on Ctrl-C or SIGTERM: a traceback keeps an
+                # abandoned generator alive, and its decoder and detector threads would go on
+                # reading the container that this function closes (a segfault at exit, seen
+                # when SIGTERM came during the first frame).
+                with (
+                    closing(read_ahead(source.frames())) as decoded,
+                    closing(detect_ahead(stage, decoded, frames_at_once)) as detections,
                 ):
-                    result = stage.finish(frame, detected)
-                    for ready in lookahead.push(result):
-                        encoder.submit(ready)
-                    faces += len(result.detections)
-                    failed += int(result.failed)
-                    if progress is not None:
-                        progress(done, total)
+                    for done, (frame, detected) in enumerate(detections, start=1):
+                        result = stage.finish(frame, detected)
+                        for ready in lookahead.push(result):
+                            encoder.submit(ready)
+                        faces += len(result.detections)
+                        failed += int(result.failed)
+                        if progress is not None:
+                            progress(done, total)
                 for ready in lookahead.flush():
                     encoder.submit(ready)
                 encoder.close()

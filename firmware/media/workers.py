@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -24,7 +24,7 @@ class _Failure:
         self.exc = exc
 
 
-def read_ahead(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int = 4) -> Generator[T, None, None]:
     """Iterate ``items`` produced by a background thread, at most ``depth`` ahead."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
