@@ -4,7 +4,9 @@ The clip is ``vtest.avi`` from Debian's ``opencv-doc`` (real pedestrians filmed 
 elevated corner, in both directions, in groups, some walking away from the camera, one far
 away). It is not committed: ``--fetch`` downloads the package with ``apt-get download`` (Debian's
 mirror, the only place it comes from) into ``~/.cache/anoncam/footage`` and checks its SHA-256.
-The truth (``tests/data/footage/vtest_crossings.json``) was annotated by hand; the file says how.
+The truth was annotated by hand for two lines in ``tests/data/footage``: x = 0.25
+(``vtest_crossings.json``, 14 crossings) and x = 0.75 (``vtest_crossings_x75.json``, 33); each
+file says how.
 
 For each mode it prints true and counted entries and exits, the crossings matched one-to-one
 within +-1 s, the misses and false counts, and the pipeline's frames per second with the
@@ -33,7 +35,10 @@ from firmware.sources.synthetic.people import Crossing
 from firmware.sources.video import VideoFileSource
 from tests.benchmarks.bench_counting import RecordingCounter, pair, run_counted
 
-TRUTH = Path(__file__).resolve().parents[1] / "data" / "footage" / "vtest_crossings.json"
+FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
+TRUTH = FOOTAGE / "vtest_crossings.json"
+#: Every annotated line on the clip: x = 0.25 (14 crossings) and x = 0.75 (33 crossings).
+TRUTHS = (TRUTH, FOOTAGE / "vtest_crossings_x75.json")
 CACHE = Path.home() / ".cache" / "anoncam" / "footage"
 CLIP_IN_DEB = "usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
@@ -104,8 +109,9 @@ def measure(clip: Path, truth: dict[str, Any], mode: str, people_size: tuple[int
     exits = len(events) - entries
     true_entries = sum(c.direction == "entry" for c in crossings)
     label = f"{mode} {people_size[0]}x{people_size[1]}" if mode == "people" else mode
+    x = truth["line"][0]
     return (
-        f"{label:<16} true in/out {true_entries}/{len(crossings) - true_entries}  "
+        f"line x={x:<5g} {label:<16} true in/out {true_entries}/{len(crossings) - true_entries}  "
         f"counted {entries}/{exits}  matched {matched}/{len(crossings)} "
         f"({matched / (len(crossings) + len(extra)):.1%})  "
         f"missed {[(c.t_s, c.direction) for c in missed]}  "
@@ -121,23 +127,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fetch", action="store_true", help="download the clip with apt if missing")
     p.add_argument("--mode", choices=("people", "faces", "both"), default="both")
     p.add_argument(
+        "--truth",
+        type=Path,
+        action="append",
+        default=None,
+        metavar="JSON",
+        help="an annotation to count against (repeatable; default: every line annotated on "
+        f"the clip: {', '.join(t.name for t in TRUTHS)})",
+    )
+    p.add_argument(
         "--people-size",
         default="576x320",
         help="person detection size WxH (default: the [people] default; the clip is 4:3, so "
         "it is fitted into 427x320)",
     )
     args = p.parse_args(argv)
-    truth = json.loads(TRUTH.read_text())
+    truths = [json.loads(t.read_text()) for t in args.truth or TRUTHS]
     clip = args.clip or CACHE / "vtest.avi"
     if args.fetch and args.clip is None:
-        clip = fetch_clip(truth["sha256"])
+        clip = fetch_clip(truths[0]["sha256"])
     if not clip.is_file():
         print(f"no clip at {clip}; fix: rerun with --fetch (needs apt)", file=sys.stderr)
         return 2
     w, h = (int(v) for v in args.people_size.split("x"))
     modes = ("people", "faces") if args.mode == "both" else (args.mode,)
     for mode in modes:
-        print(measure(clip, truth, mode, (w, h)), flush=True)
+        for truth in truths:
+            print(measure(clip, truth, mode, (w, h)), flush=True)
     return 0
 
 
