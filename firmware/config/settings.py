@@ -139,8 +139,8 @@ class PeopleConfig(_Section):
     enabled: Bool = Field(
         True,
         description="count people from a person detector (bodies, seen from any side) and cover "
-        "the head of every person; off: count face tracks (misses people walking away: 2 of 14 "
-        "crossings on real footage, against 13-14 of 14 from person tracks; README)",
+        "the head of every person; off: count face tracks (misses people walking away: 22 of 47 "
+        "crossings on real footage, against 46 of 47 from person tracks; README)",
     )
     model: Path | None = Field(
         None,
