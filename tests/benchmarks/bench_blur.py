@@ -30,8 +30,10 @@ configuration every few frames), and medians are reported with the range over ro
 
 ``deface`` is installed from PyPI into a throwaway venv under the work directory
 (``deface onnx onnxruntime``: deface picks its onnxruntime backend only when ``onnx`` is
-importable too, and falls back to OpenCV's DNN otherwise). Both backends are timed, and ratios
-are taken against the faster one. That install is the only network use.
+importable too, and falls back to OpenCV's DNN otherwise). Both backends are timed, and the
+target's ratio is taken against the faster one; both are timed with ``--scale 320x240`` too,
+deface's fastest setting, which the stretch target (2x) compares against, with its coverage.
+That install is the only network use.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ IOU_MATCH = 0.3
 MIN_VISIBLE = 0.5
 THRESHOLD = 0.2
 TARGET_RATIO = 3.0
+STRETCH_RATIO = 2.0
+#: deface's fastest setting as the issue names it: detection at 320x240
+DEFACE_FAST_SCALE = "320x240"
 DEFACE_PACKAGES = ("deface", "onnx", "onnxruntime")
 
 
@@ -414,12 +419,22 @@ def anoncam_tool(
     return Tool(label, "anoncam", command, size, threads, model_kind)
 
 
-def deface_tool(label: str, deface: Path, backend: str) -> Tool:
+def deface_tool(label: str, deface: Path, backend: str, scale: str | None = None) -> Tool:
+    """deface on the clip with ``backend``; ``scale`` (WxH) is its ``--scale``, the
+    detection size: its fastest setting, which the stretch target compares against."""
+
     def command(clip: Path, out: Path, solid: bool) -> list[str]:
         cmd = [str(deface), str(clip), "-o", str(out), "--backend", backend]
+        if scale is not None:
+            cmd += ["--scale", scale]
         return cmd + (["--replacewith", "solid"] if solid else [])
 
-    return Tool(label, "deface", command)
+    return Tool(label, "deface", command, size=_wxh(scale) if scale else None)
+
+
+def _wxh(text: str) -> tuple[int, int]:
+    w, h = text.split("x")
+    return int(w), int(h)
 
 
 _ANONCAM_FPS = re.compile(r"(\d+) frame\(s\).*?([\d.]+) fps")
@@ -744,6 +759,9 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
                 else f"deface --backend {backend}"
             )
             tools.append(deface_tool(label, deface.exe, backend))
+        for backend in deface.backends:  # the stretch target's setting, as the issue names it
+            label = f"deface --backend {backend} --scale {DEFACE_FAST_SCALE}"
+            tools.append(deface_tool(label, deface.exe, backend, DEFACE_FAST_SCALE))
     outdir = workdir / "out"
     outdir.mkdir(exist_ok=True)
     for r in range(rounds):
@@ -798,8 +816,13 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
     def sz(size: tuple[int, int] | None) -> str:
         return size_label(size, full)
 
-    deface_tools = [t for t in tools if t.kind == "deface"]
+    # the target compares against deface at full size (the faster backend); the stretch
+    # target against deface's fastest run of all, --scale included
+    deface_tools = [t for t in tools if t.kind == "deface" and t.size is None]
     best_deface = max(deface_tools, key=lambda t: med(t.wall_fps(n)), default=None)
+    fastest_deface = max(
+        (t for t in tools if t.kind == "deface"), key=lambda t: med(t.wall_fps(n)), default=None
+    )
     report: list[str] = []
     say = report.append
     say(f"anoncam benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}")
@@ -1007,6 +1030,22 @@ def _bench(args: argparse.Namespace, workdir: Path) -> int:
             f"  {t.label}: {times:.2f}x the faster deface, {cov.uncovered} face(s) uncovered "
             f"-> {'MET' if met else 'NOT MET'}"
         )
+    if fastest_deface is not None and fastest_deface.solid is not None:
+        fast = fastest_deface
+        assert fast.solid is not None
+        say(
+            f"stretch: at least {STRETCH_RATIO:.0f}x deface's fastest run ({fast.label}, "
+            f"{med(fast.wall_fps(n)):.1f} fps, {fast.solid.uncovered} face(s) uncovered)"
+        )
+        for t in tools:
+            if t.kind != "anoncam" or t.solid is None:
+                continue
+            times = med(t.wall_fps(n)) / med(fast.wall_fps(n))
+            met = times >= STRETCH_RATIO and t.solid.uncovered == 0
+            say(
+                f"  {t.label}: {times:.2f}x, {t.solid.uncovered} face(s) uncovered -> "
+                f"{'MET' if met else 'NOT MET'}"
+            )
     took = time.perf_counter() - started
     say(f"load average {load_average()} at the end; bench took {took:.0f} s")
     if deface is not None and deface.installed_now:
