@@ -108,6 +108,11 @@ def test_outbox_backlog_older_than_two_windows_warns(tmp_path: Path) -> None:
         assert check.figures["oldest_unsent_age_s"] == pytest.approx(600, abs=1)
         assert check.figures["next_seq"] == 4
         assert "10 min" in check.detail
+        # held for a subscriber (the default) is one cause the tech is told about
+        assert "no subscriber takes them" in check.detail and "anoncam subscribe" in check.hint
+        plain = storage.check_outbox(ctx(tmp_path, mqtt={"keep_until_subscribed": False}), now=now)
+        assert plain.status == Status.WARN and "subscriber" not in plain.detail + plain.hint
+        assert "broker is reachable" in plain.hint
         box.ack_many([1, 2, 3])
         drained = storage.check_outbox(ctx(tmp_path), now=now)
         assert drained.status == Status.OK and "empty" in drained.detail
