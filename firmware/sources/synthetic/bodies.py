@@ -48,7 +48,7 @@ from numpy.typing import NDArray
 from firmware.frames import Image
 from firmware.sources.synthetic.faces import FaceSource, resize_image
 from firmware.sources.synthetic.people import Person
-from firmware.sources.synthetic.sprites import _TINTS, Sprite, SpriteLayout, ellipse_mask
+from firmware.sources.synthetic.sprites import SKIN_TINTS, Sprite, SpriteLayout, ellipse_mask
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ def build_body_sprite(src: FaceSource, person: Person, phase: int) -> Sprite:
     head photo (front) or a hair ellipse (back) goes on top at the final size.
     """
     src = facing_source(src, person.flip)
-    tint = np.array(_TINTS[person.tint] if src.grey else (1.0, 1.0, 1.0), np.float32)
+    tint = np.array(SKIN_TINTS[person.tint] if src.grey else (1.0, 1.0, 1.0), np.float32)
     lay = body_layout(src, person.face_px, phase)
     pose = _pose(person.face_px, phase)
     head = resize_image(src.head, lay.head_w, lay.head_h).astype(np.float32)

@@ -45,7 +45,7 @@ _HAIR_BGR = ((25, 30, 40), (20, 45, 80), (35, 35, 35), (60, 90, 130), (150, 150,
 
 
 # Tints that give the grey photos a plausible range of skin tones (B, G, R multipliers).
-_TINTS = ((0.80, 0.92, 1.06), (0.70, 0.82, 0.98), (0.86, 0.93, 1.02), (0.62, 0.74, 0.90))
+SKIN_TINTS = ((0.80, 0.92, 1.06), (0.70, 0.82, 0.98), (0.86, 0.93, 1.02), (0.62, 0.74, 0.90))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,7 @@ def build_sprite(src: FaceSource, person: Person) -> Sprite:
     fcx = (fx1 + fx2) / 2
 
     head = resize_image(src.head, lay.head_w, lay.head_h).astype(np.float32)
-    tint = np.array(_TINTS[person.tint] if src.grey else (1.0, 1.0, 1.0), np.float32)
+    tint = np.array(SKIN_TINTS[person.tint] if src.grey else (1.0, 1.0, 1.0), np.float32)
     head = np.clip(head * tint * person.brightness, 0, 255).astype(np.uint8)
     # The skin colour for the neck: median of the middle of the face.
     hx1, hy1 = round(fx1 - lay.head_x), round(fy1 - lay.head_y)
