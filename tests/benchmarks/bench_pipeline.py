@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,13 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from firmware.anonymize.cover import Anonymizer
-from firmware.anonymize.hold import MaskHold
-from firmware.anonymize.stage import AnonymizingStage
+from firmware.anonymize.stage import stage_from_config
 from firmware.config.settings import Config
 from firmware.count import LineCounter
 from firmware.detect import nanodet
-from firmware.detect.centerface import CenterFace
 from firmware.frames import Frame
 from firmware.media.resize import resize_bgr
 from firmware.outbox import Outbox
@@ -144,9 +142,14 @@ def profile(config: Config, seconds: float) -> Profile:
     """The loop as the service wires it from ``config`` (minus camera and MQTT), timed per stage."""
     src = config.source
     scene = SyntheticScene(
-        src.width, src.height, fps=src.fps, duration_s=seconds, max_in_view=3, mean_gap_s=0.6,
+        src.width,
+        src.height,
+        fps=src.fps,
+        duration_s=seconds,
+        max_in_view=3,
+        mean_gap_s=0.6,
         bodies=True,
-    )  # fmt: skip
+    )
     source = RenderedScene(scene, (src.lores_width, src.lores_height))
     clock = StageClock()
     people_cfg = config.people
@@ -162,14 +165,9 @@ def profile(config: Config, seconds: float) -> Profile:
         every=people_cfg.every_n_frames,
         heads=people_cfg.head_masking,
     )
-    d = config.detector
-    face = CenterFace(d.model, threshold=d.threshold, threads=d.threads)
-    a = config.anonymizer
-    stage = AnonymizingStage(
-        clock.timed("face detect", face),
-        Anonymizer(a.mode, a.shape, a.mask_scale),
-        MaskHold(a.hold_s),
-    )
+    stage = stage_from_config(config)  # the service's own builder (CenterFace, hold, cover)
+    face = stage.detector
+    stage.detector = clock.timed("face detect", face)
     stage.hold.update = clock.timed("hold + cover", stage.hold.update)
     stage.anonymizer.apply = clock.timed("hold + cover", stage.anonymizer.apply)
     with tempfile.TemporaryDirectory(prefix="anoncam-bench-") as tmp:
@@ -290,8 +288,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    import os
-
     if args.config is not None:
         from firmware.config.settings import load
         from firmware.errors import AnoncamError
