@@ -236,26 +236,24 @@ def check_outbox(ctx: Context, *, now: float | None = None) -> Check:
         )
     detail = f"{stats.depth} window(s) waiting, the oldest {_human_age(age)} old{merged}"
     if age > 2 * window:
+        cause = "the publisher is not getting windows to the broker"
+        hint = (
+            "see the mqtt checks and 'journalctl -u anoncam'; nothing is lost, the "
+            "backlog is sent when the broker is reachable"
+        )
         if ctx.config.mqtt.keep_until_subscribed:
             # the broker may be fine: a window also waits here while nobody subscribes to it
-            return warn(
-                name,
-                f"{detail}: the publisher is not getting windows to the broker, or no "
-                "subscriber takes them (mqtt.keep_until_subscribed holds each window until one "
-                "does)",
+            cause += (
+                ", or no subscriber takes them (mqtt.keep_until_subscribed holds each window "
+                "until one does)"
+            )
+            hint = (
                 "see the mqtt checks: if they pass, start the subscriber that stores the counts "
                 "('anoncam subscribe' or your own) or check its subscription; otherwise see "
                 "'journalctl -u anoncam'; nothing is lost, the backlog is sent when both are "
-                "there",
-                **figures,
+                "there"
             )
-        return warn(
-            name,
-            f"{detail}: the publisher is not getting windows to the broker",
-            "see the mqtt checks and 'journalctl -u anoncam'; nothing is lost, the "
-            "backlog is sent when the broker is reachable",
-            **figures,
-        )
+        return warn(name, f"{detail}: {cause}", hint, **figures)
     return ok(name, detail, **figures)
 
 

@@ -56,7 +56,7 @@ from firmware.detect import nanodet
 from firmware.detect.centerface import CenterFace
 from firmware.detect.nanodet import NanoDet
 from firmware.outbox import Outbox
-from firmware.runtime.pipeline import LoopStats, PeopleStage, WallClock
+from firmware.runtime.pipeline import LoopStats, PeopleStage, Sink, WallClock
 from firmware.runtime.pipeline import run as run_loop
 from firmware.sources.base import FrameSource
 from firmware.sources.synthetic.people import Crossing
@@ -195,11 +195,12 @@ def run_counted(
     *,
     fps: float,
     person_detector: NanoDet | None = None,
+    sinks: Sequence[Sink] = (),
 ) -> tuple[LoopStats, float, list[dict[str, Any]]]:
     """``source`` through the real frame loop (CenterFace stage, ``config``'s tracker, the
     counter; person tracks as ``config.people`` sets them with ``person_detector``) into a
-    throw-away outbox. Returns the loop's figures, its wall time in seconds and the closed
-    windows' payloads."""
+    throw-away outbox, each anonymized frame handed to ``sinks``. Returns the loop's figures,
+    its wall time in seconds and the closed windows' payloads."""
     tracker = Tracker(config.tracker)
     people = (
         PeopleStage(
@@ -235,6 +236,7 @@ def run_counted(
                 stop=threading.Event(),
                 stats=LoopStats(),
                 people=people,
+                sinks=sinks,
             )
             elapsed = time.perf_counter() - started
             aggregator.flush(clock(round(stats.frames * _NS / fps)))

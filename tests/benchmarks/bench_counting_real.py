@@ -70,6 +70,11 @@ def fetch_clip(sha256: str) -> Path:
     return clip
 
 
+def truth_crossings(truth: dict[str, Any]) -> list[Crossing]:
+    """The annotation's true crossings."""
+    return [Crossing(float(t), d) for t, d in truth["crossings"]]
+
+
 def count_clip(
     clip: Path,
     truth: dict[str, Any],
@@ -103,8 +108,7 @@ def count_clip(
         )
     finally:
         source.close()
-    crossings = [Crossing(float(t), d) for t, d in truth["crossings"]]
-    missed, extra = pair(counter.events, crossings, 1.0)
+    missed, extra = pair(counter.events, truth_crossings(truth), 1.0)
     return list(counter.events), list(missed), list(extra), stats, elapsed
 
 
@@ -117,7 +121,7 @@ def measure(
 ) -> str:
     """One run of the real frame loop over ``clip``; the report line for it."""
     events, missed, extra, stats, elapsed = count_clip(clip, truth, mode, people_size, every)
-    crossings = [Crossing(float(t), d) for t, d in truth["crossings"]]
+    crossings = truth_crossings(truth)
     matched = len(crossings) - len(missed)
     entries = sum(e.direction == "entry" for e in events)
     exits = len(events) - entries

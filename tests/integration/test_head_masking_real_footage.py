@@ -4,10 +4,10 @@ walking away from the camera and faces far too small for CenterFace, with the pr
 
 The truth is ours: the centre of each of the 33 heads in 5 frames, by hand
 (``tests/data/footage/vtest_heads.json``, which says how). The frame loop is the service's
-(:func:`firmware.runtime.pipeline.run`: NanoDet person tracks with head masking, CenterFace and
-the mask hold), with solid fill so that covered pixels can be told from uncovered ones. A head
-is covered when its centre lies inside a mask the frame reports and the 5x5 pixels around it
-are dark.
+(:func:`firmware.runtime.pipeline.run` through the counting benchmark's ``run_counted``: NanoDet
+person tracks with head masking, CenterFace and the mask hold), with solid fill so that
+covered pixels can be told from uncovered ones. A head is covered when its centre lies inside a
+mask the frame reports and the 5x5 pixels around it are dark.
 
 Measured here: 31 of 33 with the defaults. The two left: the hood of a woman in a group of
 three, whose centre is inside a head mask but 2 px from its edge (20 % of the 5x5 patch shows),
@@ -18,8 +18,6 @@ masking stops working. The floor is 30, one head of slack for another CPU's roun
 from __future__ import annotations
 
 import json
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,19 +25,14 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from firmware.anonymize.cover import Anonymizer
-from firmware.anonymize.hold import MaskHold
-from firmware.anonymize.stage import Anonymized, AnonymizingStage
+from firmware.anonymize.stage import Anonymized
 from firmware.config.settings import Config
 from firmware.count import LineCounter
 from firmware.detect import nanodet
 from firmware.detect.centerface import CenterFace
 from firmware.frames import Frame
-from firmware.outbox import Outbox
-from firmware.runtime.pipeline import PeopleStage, WallClock, run
 from firmware.sources.video import VideoFileSource
-from firmware.track import Tracker
-from firmware.windows import WindowAggregator
+from tests.benchmarks.bench_counting import RecordingCounter, run_counted
 from tests.benchmarks.bench_counting_real import FOOTAGE, fetch_clip
 
 pytestmark = pytest.mark.integration
@@ -67,44 +60,22 @@ def anonymized_frames(clip: Path, wanted: set[int]) -> dict[int, Anonymized]:
     config = Config.model_validate({"anonymizer": {"mode": "solid"}})
     assert config.people.enabled and config.people.head_masking  # the defaults under test
     got: dict[int, Anonymized] = {}
+
+    def keep(result: Anonymized) -> None:
+        if result.index in wanted:
+            got[result.index] = result
+
+    d = config.detector
     with FirstFrames(clip, max(wanted)) as source:
-        tracker = Tracker(config.tracker)
-        counter = LineCounter(config.counter, *source.size)
-        people = PeopleStage(
-            nanodet.from_config(config.people),
-            tracker,
-            counter,
-            every=config.people.every_n_frames,
-            heads=config.people.head_masking,
-        )
-        a, d = config.anonymizer, config.detector
-        stage = AnonymizingStage(
+        run_counted(
+            source,
+            config,
             CenterFace(d.model, threshold=d.threshold, threads=d.threads),
-            Anonymizer(a.mode, a.shape, a.mask_scale),
-            MaskHold(a.hold_s),
+            RecordingCounter(LineCounter(config.counter, *source.size)),
+            fps=source.fps,
+            person_detector=nanodet.from_config(config.people),
+            sinks=[keep],
         )
-
-        def keep(result: Anonymized) -> None:
-            if result.index in wanted:
-                got[result.index] = result
-
-        with tempfile.TemporaryDirectory(prefix="anoncam-heads-") as tmp:
-            outbox = Outbox(Path(tmp) / "outbox.sqlite3")
-            try:
-                windows = WindowAggregator(outbox, site="s", device="d", window_s=60)
-                run(
-                    source,
-                    stage,
-                    tracker,
-                    counter,
-                    windows,
-                    clock=WallClock(live=False, epoch_ns=0),
-                    stop=threading.Event(),
-                    sinks=[keep],
-                    people=people,
-                )
-            finally:
-                outbox.close()
     return got
 
 
