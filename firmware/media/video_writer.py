@@ -62,11 +62,22 @@ def temp_path_for(target: Path) -> Path:
     return target.with_name(f".{target.name}.partial{target.suffix}")
 
 
+X264_PARAMS = "me=dia:subme=1:partitions=i8x8,i4x4"
+"""x264 settings on top of "veryfast": superfast's diamond motion search, sub-pixel refinement
+1 and intra partitions only, while keeping veryfast's macroblock tree and 10-frame look-ahead
+(superfast drops both, which doubles the file at the same CRF). On 150 frames of vtest.avi at
+768x576, CRF 20: 2.9 instead of 4.9 CPU ms a frame, the file 10 % larger (1279 KiB, not 1161),
+luma PSNR 30.39 dB against 30.40. ``anoncam blur`` spends the saved CPU on detection."""
+
+
 class VideoWriter:
     """Encode BGR frames into ``path`` at exactly ``fps``, container chosen by the suffix.
 
     ``crf`` (libx264): 18 is visually lossless, 23 is x264's default; lower is bigger.
     ``preset``: x264 speed/size trade-off; "veryfast" keeps spare CPU for detection.
+    ``x264_params``: options on top of the preset (x264's ``--x264-params`` syntax); the
+    default, :data:`X264_PARAMS`, takes the cheaper motion search of "superfast" and keeps
+    "veryfast"'s macroblock tree (see there).
     Odd sizes: H.264 switches to 4:4:4 chroma so the resolution stays exact; MPEG-4 needs even
     sides and is padded by one pixel (repeating the edge).
     Use as a context manager: a clean exit finalizes and renames the file into place; an
@@ -82,6 +93,7 @@ class VideoWriter:
         codec: str | None = None,
         crf: int = 20,
         preset: str = "veryfast",
+        x264_params: str | None = X264_PARAMS,
         audio_template: Any | None = None,
         time_base: Fraction | None = None,
     ) -> None:
@@ -118,6 +130,8 @@ class VideoWriter:
         options: dict[str, str] = {}
         if self.codec == "libx264":
             options = {"crf": str(crf), "preset": preset}
+            if x264_params:
+                options["x264-params"] = x264_params
         elif self.codec == "mpeg4":
             # The native encoder defaults to 200 kbit/s, far too blocky; pin the quantizer low.
             options = {"qmin": "2", "qmax": "4"}
