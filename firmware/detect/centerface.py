@@ -10,6 +10,10 @@ Tuning knobs and their trade-offs:
 - ``detect_size``: run on a downscaled copy (aspect kept, padded to a multiple of 32). Halving
   the side is about 4x faster but faces below ~20 px in the copy are lost.
 - ``threads``: onnxruntime intra-op threads; on a Pi 4/5 use the 4 cores minus one for capture.
+
+The fp32 model takes float RGB (N, 3, H, W); the int8 model that ``models quantize`` writes
+takes uint8 BGR packed 2x2 (:mod:`firmware.models.packing`). The detector asks the model which
+one it is and prepares the frame to match.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from firmware.detect.session import BoundedSession
 from firmware.frames import Detections, Image, check_image
-from firmware.media.resize import resize_bgr_to_rgb
+from firmware.media.resize import resize_bgr, resize_bgr_to_rgb
+from firmware.models.packing import is_packed, pack2x2
 from firmware.models.verify import VerifiedModel, verify
 
 logger = logging.getLogger(__name__)
@@ -107,8 +113,14 @@ class CenterFace:
         self._input = self.model.spec.input
         self._multiple = self.model.spec.input_multiple
         self._stride = self.model.spec.stride
+        self._packed = is_packed(self._session.input_type, self._session.input_shape)
         # One warm-up run: the first inference allocates arenas and is several times slower.
-        warm = np.zeros((1, 3, self._multiple * 4, self._multiple * 4), np.float32)
+        side = self._multiple * 4
+        warm = (
+            pack2x2(np.zeros((side, side, 3), np.uint8), side, side)
+            if self._packed
+            else np.zeros((1, 3, side, side), np.float32)
+        )
         self._session.warm_up({self._input: warm})
         if self.model.derived:
             from firmware.detect.selftest import prove
@@ -122,24 +134,27 @@ class CenterFace:
             threads,
         )
 
-    def _prepare(self, image: Image) -> tuple[NDArray[np.float32], float, int, int]:
+    def _prepare(self, image: Image) -> tuple[NDArray[Any], float, int, int]:
         h, w = image.shape[:2]
         s = 1.0
         if self.detect_size is not None:
             s = min(self.detect_size[0] / w, self.detect_size[1] / h, 1.0)
         rw, rh = max(1, round(w * s)), max(1, round(h * s))
+        m = self._multiple
+        ph, pw = math.ceil(rh / m) * m, math.ceil(rw / m) * m
+        if self._packed:
+            scaled = resize_bgr(image, rw, rh) if (rw, rh) != (w, h) else image
+            return pack2x2(scaled, ph, pw), s, rw, rh
         if (rw, rh) != (w, h):
             rgb = resize_bgr_to_rgb(image, rw, rh)
             chw = rgb.transpose(2, 0, 1)
         else:
             chw = image.transpose(2, 0, 1)[::-1]  # BGR -> RGB, still a view
-        m = self._multiple
-        ph, pw = math.ceil(rh / m) * m, math.ceil(rw / m) * m
         blob = np.zeros((1, 3, ph, pw), np.float32)
         blob[0, :, :rh, :rw] = chw
         return blob, s, rw, rh
 
-    def _run(self, blob: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+    def _run(self, blob: NDArray[Any]) -> list[NDArray[np.float32]]:
         return self._session.run(
             {self._input: blob},
             what="face detection",

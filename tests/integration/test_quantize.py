@@ -17,12 +17,15 @@ from firmware.errors import ModelError
 from firmware.fsutil import sha256_file
 from firmware.media.image import write_image
 from firmware.models.manifest import default_model_path
+from firmware.models.packed_input import pack_input
 from firmware.models.quantize import (
     BACKGROUNDS,
     QuantizedModel,
     builtin_calibration_images,
     quantize,
+    stale_int8,
 )
+from firmware.sources.synthetic.faces import reference_photos
 from tests.support.faces import FACE_FREE, FACES, load_bgr
 
 pytestmark = pytest.mark.integration
@@ -34,20 +37,37 @@ def int8(tmp_path_factory: pytest.TempPathFactory) -> QuantizedModel:
     return quantize(out, images=builtin_calibration_images(count=4))
 
 
-def _signature(path: Path) -> tuple[list[tuple[str, list[object]]], list[str]]:
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory: pytest.TempPathFactory) -> QuantizedModel:
+    """The same calibration without the packed input: the graph the packing rewrites."""
+    out = tmp_path_factory.mktemp("int8-unpacked") / "centerface-int8.onnx"
+    return quantize(out, images=builtin_calibration_images(count=4), packed=False)
+
+
+def _session(path: Path) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inputs = [(i.name, list(i.shape)) for i in sess.get_inputs()]
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _signature(path: Path) -> tuple[list[tuple[str, str, list[object]]], list[str]]:
+    sess = _session(path)
+    inputs = [(i.name, i.type, list(i.shape)) for i in sess.get_inputs()]
     return inputs, [o.name for o in sess.get_outputs()]
 
 
-def test_int8_model_keeps_the_signature_and_is_quantized(int8: QuantizedModel) -> None:
-    """Same input (with dynamic dims) and output names as the fp32 model; QDQ nodes with
-    per-channel int8 weights, so the file is not an fp32 copy under another name."""
+def test_int8_model_keeps_the_signature_and_is_quantized(
+    int8: QuantizedModel, unpacked: QuantizedModel
+) -> None:
+    """The fp32 model's input and output names; the packed model takes uint8 (N, H/2, W/2, 12),
+    the unpacked one the fp32 model's float (N, 3, H, W). QDQ nodes with per-channel int8
+    weights, so the file is not an fp32 copy under another name."""
     fp32 = default_model_path()
     assert int8.path.is_file() and int8.sha256 == sha256_file(int8.path)
-    assert _signature(int8.path) == _signature(fp32)
+    assert _signature(unpacked.path) == _signature(fp32)
+    (name, kind, shape), outputs = _signature(int8.path)[0][0], _signature(int8.path)[1]
+    assert (name, outputs) == (_signature(fp32)[0][0][0], _signature(fp32)[1])
+    assert kind == "tensor(uint8)" and shape[1:] == ["H_half", "W_half", 12]
     assert int8.size < fp32.stat().st_size / 2  # int8 weights: about a quarter of the bytes
     model = onnx.load(str(int8.path))
     ops = {n.op_type for n in model.graph.node}
@@ -69,6 +89,63 @@ def test_int8_model_finds_the_astronaut(int8: QuantizedModel) -> None:
     found = detector(load_bgr("astronaut.png"))
     assert len(found) >= 1
     assert float(iou_matrix(truth, found.boxes).max()) >= 0.5
+
+
+def _raw_outputs(path: Path, image: np.ndarray, packed: bool) -> list[np.ndarray]:
+    """The model's four outputs for ``image`` (sides cut to multiples of 32), fed as a float
+    RGB blob or as packed uint8 BGR pixels."""
+    from firmware.models.packing import pack2x2
+
+    h, w = (image.shape[0] // 32) * 32, (image.shape[1] // 32) * 32
+    crop = np.ascontiguousarray(image[:h, :w])
+    feed = pack2x2(crop, h, w) if packed else crop[:, :, ::-1].transpose(2, 0, 1)[None]
+    out: list[np.ndarray] = _session(path).run(None, {"input.1": np.ascontiguousarray(feed)})
+    return out
+
+
+def test_packed_input_gives_the_same_outputs_to_the_bit(
+    int8: QuantizedModel, unpacked: QuantizedModel
+) -> None:
+    """The packing (uint8, BGR, the first layer as a 2x2 convolution on 2x2 blocks) is exact:
+    the heatmap, scale, offset and landmarks equal the unpacked graph's on both portraits and
+    a synthetic scene frame, bit for bit. (The calibration put the input's scale at 1 already,
+    which the packing fixes; any other scale would show here.)"""
+    from firmware.sources.synthetic.scene import SyntheticScene
+
+    images = [image for _, image, _ in reference_photos()]
+    images.append(SyntheticScene(640, 480, people=3, seed=1).render(12))
+    for image in images:
+        blob = image.astype(np.float32)
+        ref = _raw_outputs(unpacked.path, blob, packed=False)
+        got = _raw_outputs(int8.path, image, packed=True)
+        assert len(ref) == len(got) == 4
+        for r, g in zip(ref, got, strict=True):
+            assert r.shape == g.shape
+            assert np.array_equal(r, g), float(np.abs(r - g).max())
+
+
+def test_packing_refuses_a_graph_it_does_not_know(int8: QuantizedModel) -> None:
+    """A graph whose first layer is not quantize, dequantize, 3x3/2 convolution on 3 channels
+    (here: one already packed) is refused with a ModelError, not rewritten into nonsense."""
+    with pytest.raises(ModelError, match="cannot pack the model's input"):
+        pack_input(onnx.load(str(int8.path)))
+
+
+def test_stale_int8_asks_for_the_older_layout_again(
+    int8: QuantizedModel, unpacked: QuantizedModel, tmp_path: Path
+) -> None:
+    """scripts/setup quantizes again when the int8 file is missing, has no sidecar hash, is
+    unreadable, or has the float input of before; a packed file is current."""
+    assert stale_int8(int8.path) is None
+    assert stale_int8(unpacked.path) == unpacked.path
+    assert stale_int8(tmp_path / "missing.onnx") == tmp_path / "missing.onnx"
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(int8.path.read_bytes())  # no sidecar
+    assert stale_int8(lone) == lone
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(int8.path.read_bytes()[:1000])
+    (tmp_path / "broken.onnx.sha256").write_text(f"{'0' * 64}  broken.onnx\n")
+    assert stale_int8(broken) == broken
 
 
 def test_int8_file_is_checked_against_its_own_hash(int8: QuantizedModel, tmp_path: Path) -> None:
