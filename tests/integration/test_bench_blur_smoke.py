@@ -72,6 +72,26 @@ def test_quick_bench_prints_every_section(tmp_path: Path) -> None:
     assert data["recall"]["fp32@640x480"]["matched"] >= 0.95 * data["truth_faces"]
 
 
+def test_head_to_head_times_only_the_defaults(tmp_path: Path) -> None:
+    """--head-to-head (for a long clip) keeps the bare detector at full size and two threads
+    and, of anoncam's runs, only the defaults; every section still prints."""
+    report = tmp_path / "bench.json"
+    proc = _bench("--head-to-head", "--workdir", str(tmp_path / "work"), "--json", str(report))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for heading in ("end to end", "coverage", "detector recall", "per-stage profile", "target:"):
+        assert heading in proc.stdout, f"missing {heading!r} in:\n{proc.stdout}"
+    data = json.loads(report.read_text())
+    assert [(d["model"], d["input"], d["threads"]) for d in data["detector"]] == [
+        ("fp32", "640x480", 2)
+    ]
+    # the defaults' model (int8 or fp32) depends on this machine's CPU
+    (run,) = data["runs"]
+    assert run["label"].startswith("anoncam blur (defaults: ")
+    assert run["coverage"]["uncovered"] == 0
+    (profile,) = data["profile"]
+    assert profile["label"].startswith("defaults (")
+
+
 def test_coverage_check_catches_an_uncovered_face(tmp_path: Path) -> None:
     """The benchmark's coverage check is not vacuous: on the raw, unanonymized clip every
     checked face counts as uncovered."""
