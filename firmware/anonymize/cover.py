@@ -19,6 +19,8 @@ Knobs and trade-offs:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -40,28 +42,59 @@ def _grow(boxes: NDArray[np.float32], scale: float, width: int, height: int) -> 
     return out.astype(np.int32)
 
 
+@dataclass(frozen=True, slots=True)
+class _Cells:
+    """How a region of one size splits into cells: the first row and column of each cell, the
+    cells' heights and widths (the last ones ragged), their pixel counts, and the order that
+    scrambles them."""
+
+    row_starts: NDArray[np.intp]
+    col_starts: NDArray[np.intp]
+    heights: NDArray[np.intp]
+    widths: NDArray[np.intp]
+    area: NDArray[np.intp]
+    order: NDArray[np.intp]
+
+
 def _cell_bounds(length: int, cell: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     starts = np.arange(0, length, cell, dtype=np.intp)
     sizes = np.diff(np.append(starts, length))
     return starts, sizes
 
 
-def _cell_means(region: Image, cell: int) -> tuple[Image, NDArray[np.intp], NDArray[np.intp]]:
-    """Mean colour of each ``cell`` x ``cell`` block (ragged last blocks included), and the block
-    heights and widths to expand them back with."""
-    h, w = region.shape[:2]
-    cell = max(1, cell)
+@lru_cache(maxsize=1024)
+def _cells(h: int, w: int, cell: int, seed: int) -> _Cells:
+    """The cell layout of an ``h`` x ``w`` region, computed once per size: the faces of one
+    clip come in a few dozen sizes, and building the layout (and the permutation's generator)
+    cost more than covering a small face (about 15 covers a frame on vtest.avi)."""
     rs, rn = _cell_bounds(h, cell)
     cs, cn = _cell_bounds(w, cell)
-    sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint32), rs, axis=0), cs, axis=1)
-    means: Image = (sums / (rn[:, None, None] * cn[None, :, None])).astype(np.uint8)
-    return means, rn, cn
+    rng = np.random.default_rng((h * 7919 + w) * 31 + seed)
+    layout = _Cells(
+        rs, cs, rn, cn, rn[:, None, None] * cn[None, :, None], rng.permutation(len(rs) * len(cs))
+    )
+    for a in (rs, cs, rn, cn, layout.area, layout.order):
+        a.flags.writeable = False  # shared by every call of this size, from any thread
+    return layout
+
+
+def _cell_means(region: Image, cells: _Cells) -> Image:
+    """Mean colour of each cell of ``region`` (ragged last cells included), rounded down."""
+    sums = np.add.reduceat(
+        np.add.reduceat(region, cells.row_starts, axis=0, dtype=np.uint32),
+        cells.col_starts,
+        axis=1,
+    )
+    means: Image = (sums / cells.area).astype(np.uint8)
+    return means
 
 
 def mosaic(region: Image, cell: int) -> Image:
     """Replace each ``cell`` x ``cell`` block by its mean colour (ragged last blocks included)."""
-    means, rn, cn = _cell_means(region, cell)
-    out: Image = np.repeat(np.repeat(means, rn, axis=0), cn, axis=1)
+    h, w = region.shape[:2]
+    cells = _cells(h, w, max(1, cell), 0)
+    means = _cell_means(region, cells)
+    out: Image = np.repeat(np.repeat(means, cells.heights, axis=0), cells.widths, axis=1)
     return out
 
 
@@ -74,11 +107,10 @@ def scrambled_mosaic(region: Image, cell: int, seed: int = 0) -> Image:
     and ``seed`` only, so a still face gets a still pattern rather than flicker.
     """
     h, w = region.shape[:2]
-    means, rn, cn = _cell_means(region, cell)
-    rng = np.random.default_rng((h * 7919 + w) * 31 + seed)
-    flat = means.reshape(-1, 3)[rng.permutation(means.shape[0] * means.shape[1])]
-    shuffled = flat.reshape(means.shape)
-    out: Image = np.repeat(np.repeat(shuffled, rn, axis=0), cn, axis=1)
+    cells = _cells(h, w, max(1, cell), seed)
+    means = _cell_means(region, cells)
+    shuffled = means.reshape(-1, 3)[cells.order].reshape(means.shape)
+    out: Image = np.repeat(np.repeat(shuffled, cells.heights, axis=0), cells.widths, axis=1)
     return out
 
 
