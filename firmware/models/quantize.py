@@ -58,7 +58,13 @@ from firmware.frames import Image
 from firmware.fsutil import sha256_file, write_atomic
 from firmware.media.image import IMAGE_SUFFIXES
 from firmware.models.manifest import default_model_path
-from firmware.models.verify import check_signature, sidecar_path, verify, write_sidecar_hash
+from firmware.models.verify import (
+    check_signature,
+    open_session,
+    sidecar_path,
+    verify,
+    write_sidecar_hash,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +118,9 @@ def stale_int8(path: Path | None = None) -> Path | None:
     target = path or default_int8_path()
     if not target.is_file() or not sidecar_path(target).is_file():
         return target
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     try:
-        first = ort.InferenceSession(str(target), opts).get_inputs()[0]
-    except Exception:  # onnxruntime raises untyped errors for unreadable files
+        first = open_session(target).get_inputs()[0]
+    except ModelError:  # unreadable: make it again
         return target
     return None if is_packed(first.type, list(first.shape)) else target
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from firmware.errors import ModelError
 from firmware.fsutil import sha256_file
@@ -87,19 +88,25 @@ def verify(
     return VerifiedModel(spec=s, path=p, sha256=digest, size=size)
 
 
-def check_signature(path: Path, s: ModelSpec) -> None:
-    """Open the file with onnxruntime and check its input and output names."""
+def open_session(path: Path) -> Any:
+    """An onnxruntime CPU session on ``path`` (quiet logging); :class:`ModelError` naming the
+    file when onnxruntime cannot read it."""
     import onnxruntime as ort  # heavy import, kept out of module import time
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
         raise ModelError(
             f"{path}: not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
             hint="the file is truncated or not ONNX: delete it and run 'anoncam models fetch'",
         ) from None
+
+
+def check_signature(path: Path, s: ModelSpec) -> None:
+    """Open the file with onnxruntime and check its input and output names."""
+    sess = open_session(path)
     inputs = [i.name for i in sess.get_inputs()]
     outputs = [o.name for o in sess.get_outputs()]
     if inputs != [s.input] or outputs != list(s.outputs):
